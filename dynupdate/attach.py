@@ -1,0 +1,138 @@
+"""Get a client connected to the agent of a pid: use the running agent, else inject one.
+
+Success is confirmed only by a `hello` over the agent's socket, never by the
+injector's exit status (gdb and pyrasite cannot tell whether the code ran).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional, Tuple
+
+import dynupdate_agent
+
+from . import errors
+from .client import Client, agent_socket
+
+Notify = Callable[[str], None]
+
+
+def _agent_dir() -> str:
+    return os.path.dirname(os.path.abspath(dynupdate_agent.__file__))
+
+
+def _msgpack_dir() -> str:
+    import msgpack
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
+
+
+def bootstrap_command(key_file: Optional[str] = None) -> str:
+    """The one statement injected into the target: start a thread that runs bootstrap.py.
+
+    It binds no names in the target's namespaces and touches neither sys.path
+    nor sys.modules; the heavy lifting happens in the new thread.
+    """
+    path = os.path.join(_agent_dir(), "bootstrap.py")
+    return (
+        "__import__('_thread').start_new_thread(lambda p, m, k: exec(compile(open(p).read(), p, 'exec'), "
+        "{'__name__': '__dynupdate_bootstrap__', '__file__': p, 'MSGPACK_DIR': m, 'KEY_FILE': k}), "
+        f"({path!r}, {_msgpack_dir()!r}, {key_file!r}))"
+    )
+
+
+def check_process(pid: int) -> None:
+    """Fail early, with a useful message, for pids that cannot host an agent."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        name = proc.name()
+        try:
+            exe = proc.exe()
+        except (psutil.AccessDenied, psutil.ZombieProcess):
+            exe = ""
+    except psutil.NoSuchProcess:
+        raise errors.NoSuchProcess(f"no process with pid {pid}", hint="check the pid with `dynupdate ps`") from None
+    except psutil.AccessDenied:
+        raise errors.AccessDenied(f"not allowed to inspect pid {pid}",
+                                  hint="run dynupdate as the target's user or as root") from None
+    if not _looks_like_python(pid, name, exe):
+        raise errors.NotPython(f"pid {pid} ({name}) is not a Python process",
+                               hint="`dynupdate ps` lists the Python processes you can update")
+
+
+def _looks_like_python(pid: int, name: str, exe: str) -> bool:
+    if "python" in name.lower() or "python" in os.path.basename(exe).lower():
+        return True
+    try:
+        with open(f"/proc/{pid}/maps") as fh:
+            return "libpython" in fh.read()
+    except OSError:
+        return False
+
+
+def try_connect(pid: int) -> Optional[Client]:
+    """A connected client if an agent already listens for pid, else None."""
+    if not os.path.exists(agent_socket(pid)):
+        return None
+    try:
+        client = Client.connect(pid)
+    except errors.TargetUnreachable:
+        return None
+    try:
+        client.hello()
+    except errors.DynupdateError:
+        client.close()
+        raise
+    return client
+
+
+def _wait_for_agent(pid: int, deadline: float) -> Client:
+    while time.monotonic() < deadline:
+        client = try_connect(pid)
+        if client is not None:
+            return client
+        time.sleep(0.02)
+    raise errors.InjectionFailed(
+        f"the agent did not come up in pid {pid} after injection",
+        hint="check the target's log for 'dynupdate agent failed to start', or start it with `dynupdate run`")
+
+
+def inject_agent(pid: int, *, timeout: float = 20.0, key_file: Optional[str] = None) -> Client:
+    """Inject the agent with gdb at a safe point, then wait for its hello."""
+    from . import inject
+
+    deadline = time.monotonic() + timeout
+    try:
+        inject.inject(pid, bootstrap_command(key_file), timeout=timeout)
+    except inject.InjectionError as exc:
+        raise _map_injection_error(pid, exc) from None
+    return _wait_for_agent(pid, max(deadline, time.monotonic() + 5.0))
+
+
+def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:
+    reason = getattr(exc, "reason", "failed")
+    cls = {
+        "gdb-missing": errors.GdbMissing,
+        "permission": errors.AccessDenied,
+        "no-process": errors.NoSuchProcess,
+        "not-python": errors.NotPython,
+    }.get(reason, errors.InjectionFailed)
+    return cls(f"could not inject the agent into pid {pid}: {exc}",
+               hint=f"start the program with `dynupdate run` instead, or see README: Troubleshooting")
+
+
+def connect(pid: int, *, inject: bool = True, notify: Optional[Notify] = None,
+            inject_timeout: float = 20.0) -> Tuple[Client, bool]:
+    """(client, injected): connect to the agent of pid, injecting it first if allowed."""
+    check_process(pid)
+    client = try_connect(pid)
+    if client is not None:
+        return client, False
+    if not inject:
+        raise errors.TargetUnreachable(f"no dynupdate agent runs in pid {pid}",
+                                       hint=f"run `dynupdate attach --pid {pid}` first")
+    if notify:
+        notify(f"no agent in pid {pid}; injecting one with gdb")
+    return inject_agent(pid, timeout=inject_timeout), True
