@@ -7,9 +7,10 @@ never keeps an object alive.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
-from typing import Dict, List, Type, TypeVar
+from typing import Dict, Iterator, List, TypeVar
 
 T = TypeVar("T", bound=type)
 
@@ -38,10 +39,32 @@ def _make_new(cls: type, instances: "weakref.WeakSet", original_new):
     return staticmethod(__new__)
 
 
+_deferring = threading.local()
+
+
+@contextlib.contextmanager
+def deferred_registration() -> Iterator[List[type]]:
+    """While the engine runs a bundle's new source, `@updatable` only notes the class.
+
+    The new source's classes are templates for the live ones; registering them
+    as factories would show phantom classes in `status`.
+    """
+    noted: List[type] = []
+    _deferring.noted = noted
+    try:
+        yield noted
+    finally:
+        _deferring.noted = None
+
+
 def updatable(cls: T) -> T:
     """Make `cls` a factory whose live instances the agent can find on update."""
     if not isinstance(cls, type):
         raise TypeError("@updatable decorates classes")
+    noted = getattr(_deferring, "noted", None)
+    if noted is not None:
+        noted.append(cls)
+        return cls
     if "__slots__" in cls.__dict__ and "__weakref__" not in cls.__slots__ and not hasattr(cls, "__weakref__"):
         raise NotUpdatableError(f"{cls.__qualname__} uses __slots__ without '__weakref__'; add it to track instances")
     with _lock:

@@ -1,0 +1,394 @@
+"""Turn "live module + new source" into a plan of reversible operations.
+
+The new source runs in a throwaway namespace; its definitions are then matched
+to the live ones by name. Functions and classes that exist in both are updated
+in place (identity kept, so every reference sees the new code); new ones are
+adopted with their globals re-bound to the live module; data keeps its live
+value. Nothing live is touched here: the result is a `Plan` to apply later.
+"""
+from __future__ import annotations
+
+import builtins
+import gc
+import linecache
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import factories
+from .plan import MISSING, Op, Plan, SetAttr, SetBases, SetCell, SetItem, UpdateFunction
+
+TRANSFER = "__dynupdate_transfer__"
+REVERT = "__dynupdate_revert__"
+LAZY = "__dynupdate_lazy__"
+
+_MODULE_SKIP = {"__name__", "__file__", "__package__", "__loader__", "__spec__", "__builtins__", "__cached__",
+                "__path__", "__dynupdate_deferred_factories__", TRANSFER, REVERT}
+_MODULE_TAKE_NEW = {"__doc__", "__all__"}
+_CLASS_SKIP = {"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__"}
+
+
+class UnsupportedChange(Exception):
+    """A change the engine cannot carry out safely; the update is rejected."""
+
+
+@dataclass
+class ClassPair:
+    live: type
+    new: type
+    name: str
+
+
+@dataclass
+class ModulePlan:
+    name: str
+    module: Optional[types.ModuleType]
+    namespace: Dict[str, Any]
+    source: str = ""
+    plan: Plan = field(default_factory=Plan)
+    functions: int = 0
+    classes: List[ClassPair] = field(default_factory=list)
+    adopted: List[type] = field(default_factory=list)
+    mediated: List[types.FunctionType] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    module_hook: Optional[types.FunctionType] = None
+    revert_hook: Optional[types.FunctionType] = None
+    installed_new: bool = False
+    new_factories: List[type] = field(default_factory=list)
+
+    @property
+    def live_dict(self) -> Dict[str, Any]:
+        return vars(self.module) if self.module is not None else self.namespace
+
+
+def _is_function(obj: Any) -> bool:
+    return isinstance(obj, types.FunctionType)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def execute_source(name: str, source: str, filename: str, live: Optional[types.ModuleType]) -> Dict[str, Any]:
+    """Run the new source in a fresh namespace that looks like the module's."""
+    namespace: Dict[str, Any] = {"__name__": name, "__builtins__": builtins, "__file__": filename}
+    package = name.rpartition(".")[0]
+    if live is not None:
+        for key in ("__package__", "__spec__", "__loader__", "__path__", "__file__", "__cached__"):
+            if key in vars(live):
+                namespace[key] = vars(live)[key]
+    namespace.setdefault("__package__", package)
+    lines = source.splitlines(True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    code = compile(source, filename, "exec", dont_inherit=True)
+    with factories.deferred_registration() as deferred:
+        exec(code, namespace)
+    namespace["__dynupdate_deferred_factories__"] = deferred
+    return namespace
+
+
+class Differ:
+    """Builds the ModulePlan for one module."""
+
+    def __init__(self, mp: ModulePlan) -> None:
+        self.mp = mp
+        self.ns = mp.namespace
+        self.live_globals = mp.live_dict
+        self.class_map: Dict[int, type] = {}
+        self.rebound: Dict[int, Any] = {}
+        self.updated_fns: Dict[int, bool] = {}
+
+    # -- what belongs to the new source -------------------------------------------
+    def _ours_new(self, obj: Any) -> bool:
+        if _is_function(obj):
+            return obj.__globals__ is self.ns
+        return isinstance(obj, type) and obj.__module__ == self.mp.name and self._defined_in_ns(obj)
+
+    def _defined_in_ns(self, cls: type) -> bool:
+        return any(_is_function(v) and v.__globals__ is self.ns for v in self._functions_of(cls)) or \
+            cls.__qualname__.split(".")[0] in self.ns
+
+    @staticmethod
+    def _functions_of(cls: type) -> List[types.FunctionType]:
+        out = []
+        for v in vars(cls).values():
+            if isinstance(v, (staticmethod, classmethod)):
+                v = v.__func__
+            if _is_function(v):
+                out.append(v)
+        return out
+
+    def _ours_live(self, obj: Any) -> bool:
+        if _is_function(obj):
+            return obj.__globals__ is self.live_globals
+        return isinstance(obj, type) and obj.__module__ == self.mp.name
+
+    # -- re-binding new objects to the live module --------------------------------
+    def rebind(self, obj: Any) -> Any:
+        """A version of a new-source object that uses the live module's globals."""
+        key = id(obj)
+        if key in self.rebound:
+            return self.rebound[key]
+        if isinstance(obj, type) and key in self.class_map:
+            return self.class_map[key]
+        if _is_function(obj) and obj.__globals__ is self.ns:
+            clone = types.FunctionType(obj.__code__, self.live_globals, obj.__name__, obj.__defaults__,
+                                       self._cells(obj.__closure__))
+            self.rebound[key] = clone
+            clone.__kwdefaults__ = obj.__kwdefaults__
+            clone.__annotations__ = obj.__annotations__
+            clone.__qualname__ = obj.__qualname__
+            clone.__doc__ = obj.__doc__
+            clone.__dict__.update({k: self.rebind(v) for k, v in obj.__dict__.items()})
+            return clone
+        if isinstance(obj, (staticmethod, classmethod)) and _is_function(obj.__func__):
+            return type(obj)(self.rebind(obj.__func__))
+        if isinstance(obj, property):
+            return property(*(self.rebind(f) if f is not None else None for f in (obj.fget, obj.fset, obj.fdel)),
+                            obj.__doc__)
+        if isinstance(obj, type) and self._ours_new(obj):
+            self.adopt_class(obj)
+        return obj
+
+    def _cells(self, closure: Optional[Tuple[Any, ...]]) -> Optional[Tuple[Any, ...]]:
+        if closure is None:
+            return None
+        cells = []
+        for cell in closure:
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                cells.append(types.CellType())
+                continue
+            cells.append(types.CellType(self.rebind(value)))
+        return tuple(cells)
+
+    def adopt_class(self, cls: type) -> None:
+        """A class only the new version has: re-bind its methods, fix its bases."""
+        if id(cls) in self.rebound:
+            return
+        self.rebound[id(cls)] = cls
+        for name, value in list(vars(cls).items()):
+            if name in _CLASS_SKIP:
+                continue
+            new_value = self.rebind(value)
+            if new_value is not value:
+                type.__setattr__(cls, name, new_value)
+        bases = tuple(self.class_map.get(id(b), b) for b in cls.__bases__)
+        if bases != cls.__bases__:
+            try:
+                cls.__bases__ = bases
+            except TypeError as exc:
+                raise UnsupportedChange(f"new class {cls.__qualname__}: cannot base it on the live classes ({exc})")
+        self.mp.adopted.append(cls)
+
+    # -- functions --------------------------------------------------------------
+    def function(self, owner: Any, name: str, old: types.FunctionType, new: types.FunctionType) -> None:
+        """Update `old` in place with `new`'s code, or replace it everywhere if impossible."""
+        if id(old) in self.updated_fns:
+            return
+        self.updated_fns[id(old)] = True
+        self.rebound[id(new)] = old
+        if old.__code__.co_freevars != new.__code__.co_freevars:
+            self._replace_function(owner, name, old, new)
+            return
+        self.mp.plan.add(UpdateFunction(old, new))
+        self.mp.mediated.append(old)
+        self.mp.functions += 1
+        for c_old, c_new in zip(old.__closure__ or (), new.__closure__ or ()):
+            try:
+                v_old, v_new = c_old.cell_contents, c_new.cell_contents
+            except ValueError:
+                continue
+            if _is_function(v_old) and _is_function(v_new) and self._ours_new(v_new) and v_old is not v_new:
+                self.function(None, v_old.__name__, v_old, v_new)
+        w_old, w_new = old.__dict__.get("__wrapped__"), new.__dict__.get("__wrapped__")
+        if _is_function(w_old) and _is_function(w_new) and self._ours_new(w_new):
+            self.function(None, w_old.__name__, w_old, w_new)
+
+    def _replace_function(self, owner: Any, name: str, old: types.FunctionType, new: types.FunctionType) -> None:
+        del self.rebound[id(new)]
+        replacement = self.rebind(new)
+        self.mp.mediated.append(old)
+        self.mp.functions += 1
+        self.mp.warnings.append(
+            f"{old.__qualname__}: its free variables changed ({old.__code__.co_freevars} -> "
+            f"{new.__code__.co_freevars}), so it was replaced rather than updated in place")
+        if owner is not None:
+            self.mp.plan.add(SetAttr(owner, name, replacement))
+        self._redirect_references(old, replacement, owner)
+
+    def _redirect_references(self, old: Any, new: Any, owner: Any) -> None:
+        """Point every dict, list and cell that holds `old` at `new`; report the rest."""
+        skip = {id(vars(owner)) if owner is not None else 0, id(self.ns)}
+        for ref in gc.get_referrers(old):
+            if id(ref) in skip or isinstance(ref, types.FrameType):
+                continue
+            if isinstance(ref, dict):
+                for key, value in list(ref.items()):
+                    if value is old:
+                        self.mp.plan.add(SetItem(ref, key, old, new))
+            elif isinstance(ref, list):
+                for i, value in enumerate(ref):
+                    if value is old:
+                        self.mp.plan.add(SetItem(ref, i, old, new))
+            elif isinstance(ref, types.CellType):
+                self.mp.plan.add(SetCell(ref, old, new))
+            elif isinstance(ref, types.MethodType):
+                self.mp.warnings.append(
+                    f"a bound method of {old.__qualname__} created before the update still runs the old code")
+            elif isinstance(ref, tuple):
+                self.mp.warnings.append(f"a tuple still holds the old {old.__qualname__}; it cannot be redirected")
+
+    # -- classes ----------------------------------------------------------------
+    def check_class(self, old: type, new: type) -> None:
+        if _qualname(type(old)) != _qualname(type(new)):
+            raise UnsupportedChange(f"class {old.__qualname__}: metaclass changed from {_qualname(type(old))} "
+                                    f"to {_qualname(type(new))}; restart the process for this change")
+        old_bases = [_qualname(b) for b in old.__bases__]
+        new_bases = [_qualname(self.class_map.get(id(b), b)) for b in new.__bases__]
+        if old_bases != new_bases:
+            raise UnsupportedChange(f"class {old.__qualname__}: bases changed from ({', '.join(old_bases)}) to "
+                                    f"({', '.join(new_bases)}); restart the process for this change")
+        if _slots(old) != _slots(new):
+            raise UnsupportedChange(f"class {old.__qualname__}: __slots__ changed from {_slots(old)} to "
+                                    f"{_slots(new)}; the instance layout cannot change in place")
+
+    def map_classes(self, old: type, new: type) -> None:
+        """Record old<->new class pairs (nested ones too) before any rebinding."""
+        self.class_map[id(new)] = old
+        for name, v_new in vars(new).items():
+            v_old = vars(old).get(name)
+            if isinstance(v_new, type) and isinstance(v_old, type) and self._ours_new(v_new) and \
+                    self._ours_live(v_old):
+                self.map_classes(v_old, v_new)
+
+    def klass(self, old: type, new: type, name: str) -> None:
+        self.check_class(old, new)
+        self.mp.classes.append(ClassPair(old, new, name))
+        self.mp.mediated.extend(self._functions_of(old))
+        names = [n for n in vars(old)] + [n for n in vars(new) if n not in vars(old)]
+        for attr in names:
+            if attr in _CLASS_SKIP:
+                continue
+            v_old, v_new = vars(old).get(attr, MISSING), vars(new).get(attr, MISSING)
+            if _is_factory_hook(v_old) or _is_factory_hook(v_new) or _is_member(v_old) or _is_member(v_new):
+                continue
+            self.member(old, attr, v_old, v_new)
+
+    def member(self, owner: type, name: str, old: Any, new: Any) -> None:
+        if name == "__doc__":
+            if old != new:
+                self.mp.plan.add(SetAttr(owner, name, None if new is MISSING else new))
+            return
+        if new is MISSING:
+            if _is_code(old, self._ours_live):
+                self.mp.plan.add(SetAttr(owner, name, MISSING))
+            return
+        if old is MISSING:
+            self.mp.plan.add(SetAttr(owner, name, self.rebind(new)))
+            return
+        self.pair(owner, name, old, new)
+
+    def pair(self, owner: Any, name: str, old: Any, new: Any) -> None:
+        """Both versions define `name`: update code in place, keep data live."""
+        if _is_function(old) and _is_function(new) and self._ours_live(old) and self._ours_new(new):
+            self.function(owner, name, old, new)
+        elif type(old) is type(new) and isinstance(old, (staticmethod, classmethod)) and \
+                _is_function(old.__func__) and _is_function(new.__func__) and self._ours_new(new.__func__):
+            if old.__func__.__code__.co_freevars == new.__func__.__code__.co_freevars:
+                self.function(None, name, old.__func__, new.__func__)
+            else:
+                self.mp.mediated.append(old.__func__)
+                self.mp.plan.add(SetAttr(owner, name, self.rebind(new)))
+        elif isinstance(old, property) and isinstance(new, property):
+            self._property(owner, name, old, new)
+        elif isinstance(old, type) and isinstance(new, type) and self._ours_live(old) and self._ours_new(new):
+            self.klass(old, new, name)
+        elif _is_code(new, self._ours_new) or _is_code(old, self._ours_live):
+            self.mp.plan.add(SetAttr(owner, name, self.rebind(new)))
+        # else: data present in both versions keeps its live value (it is state)
+
+    def _property(self, owner: Any, name: str, old: property, new: property) -> None:
+        parts = []
+        for f_old, f_new in ((old.fget, new.fget), (old.fset, new.fset), (old.fdel, new.fdel)):
+            if _is_function(f_old) and _is_function(f_new) and \
+                    f_old.__code__.co_freevars == f_new.__code__.co_freevars and self._ours_new(f_new):
+                self.function(None, f_old.__name__, f_old, f_new)
+                parts.append(f_old)
+            else:
+                if _is_function(f_old):
+                    self.mp.mediated.append(f_old)
+                parts.append(self.rebind(f_new) if f_new is not None else None)
+        self.mp.plan.add(SetAttr(owner, name, property(parts[0], parts[1], parts[2], new.__doc__)))
+
+    # -- the module -------------------------------------------------------------
+    def module(self) -> None:
+        live = self.live_globals
+        for name, v_new in self.ns.items():  # pair classes first: rebinding needs the map
+            v_old = live.get(name, MISSING)
+            if isinstance(v_new, type) and isinstance(v_old, type) and self._ours_new(v_new) and \
+                    self._ours_live(v_old):
+                self.map_classes(v_old, v_new)
+        names = list(live) + [n for n in self.ns if n not in live]
+        for name in names:
+            if name in _MODULE_SKIP:
+                continue
+            v_old, v_new = live.get(name, MISSING), self.ns.get(name, MISSING)
+            if name in _MODULE_TAKE_NEW and v_new is not MISSING:
+                if v_old is not v_new:
+                    self.mp.plan.add(SetAttr(self.mp.module, name, v_new))
+            elif v_new is MISSING:
+                if _is_code(v_old, self._ours_live):
+                    self.mp.plan.add(SetAttr(self.mp.module, name, MISSING))
+            elif v_old is MISSING:
+                self.mp.plan.add(SetAttr(self.mp.module, name, self.rebind(v_new)))
+            else:
+                self.pair(self.mp.module, name, v_old, v_new)
+        if _is_function(self.ns.get(TRANSFER)):
+            self.mp.module_hook = self.rebind(self.ns[TRANSFER])
+        if _is_function(self.ns.get(REVERT)):
+            self.mp.revert_hook = self.rebind(self.ns[REVERT])
+        for cls in self.ns.get("__dynupdate_deferred_factories__", []):
+            live_cls = self.class_map.get(id(cls), cls)
+            if not factories.is_updatable(live_cls):
+                self.mp.new_factories.append(live_cls)
+
+
+def _slots(cls: type) -> Tuple[str, ...]:
+    slots = vars(cls).get("__slots__", None)
+    if slots is None:
+        return ()
+    if isinstance(slots, str):
+        return (slots,)
+    return tuple(slots)
+
+
+def _is_factory_hook(value: Any) -> bool:
+    func = value.__func__ if isinstance(value, staticmethod) else value
+    return bool(getattr(func, "_dynupdate_factory", False))
+
+
+def _is_member(value: Any) -> bool:
+    return isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType))
+
+
+def _is_code(value: Any, ours) -> bool:
+    """Code-like values are replaced by an update; anything else is state."""
+    if isinstance(value, (staticmethod, classmethod, property)):
+        return True
+    return (_is_function(value) or isinstance(value, type)) and ours(value)
+
+
+def plan_module(name: str, source: str, filename: str) -> ModulePlan:
+    """Prepare one module of a bundle (compile, run in a throwaway namespace, diff)."""
+    live = sys.modules.get(name)
+    namespace = execute_source(name, source, filename, live)
+    mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
+    if live is None:
+        mp.installed_new = True
+        return mp
+    differ = Differ(mp)
+    differ.module()
+    return mp

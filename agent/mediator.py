@@ -1,0 +1,121 @@
+"""K42's mediator, interposed only while an update runs.
+
+For the duration of an update each affected function's `__code__` is swapped
+for a small trampoline that parks the call until the update ends, then runs
+whatever the function is by then (the new code after a swap, the old code if
+the update gave up). Calls from threads that are themselves part of the work
+being waited for pass straight through on the old code, so the mediator can
+never deadlock the safe point. When the update ends the original code objects
+come back (or the new ones stay): the steady state carries no indirection.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import types
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Set
+
+_templates: Dict[int, types.CodeType] = {}
+
+
+def _template(nfree: int) -> types.CodeType:
+    """A trampoline code object with `nfree` free variables (to fit any closure)."""
+    code = _templates.get(nfree)
+    if code is not None:
+        return code
+    names = [f"_f{i}" for i in range(nfree)]
+    lines = ["def _outer():"]
+    if names:
+        lines.append(f"    {' = '.join(names)} = None")
+    lines.append("    def trampoline(*args, **kwargs):")
+    if names:
+        lines.append(f"        nonlocal {', '.join(names)}")
+    lines.append("        return '__HELD__'('__KEY__', args, kwargs)")
+    lines.append("    return trampoline")
+    namespace: Dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile("\n".join(lines), "<dynupdate mediator>", "exec"), namespace)
+    code = namespace["_outer"]().__code__
+    _templates[nfree] = code
+    return code
+
+
+class _Entry:
+    __slots__ = ("fn", "original", "trampoline")
+
+    def __init__(self, fn: types.FunctionType, original: types.CodeType, trampoline: types.CodeType) -> None:
+        self.fn, self.original, self.trampoline = fn, original, trampoline
+
+
+class Mediator:
+    """Holds calls into a set of functions while an update waits and swaps."""
+
+    def __init__(self, in_flight: Callable[[Any], bool]) -> None:
+        #: in_flight(frame) -> True if the calling thread is work the update waits for
+        self._in_flight = in_flight
+        self._entries: List[_Entry] = []
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self.held = 0
+        self.passed = 0
+        #: fn -> replacement function, for functions replaced rather than updated in place
+        self.redirect: Dict[int, types.FunctionType] = {}
+
+    @property
+    def original_codes(self) -> Set[types.CodeType]:
+        return {e.original for e in self._entries}
+
+    def install(self, functions: List[types.FunctionType]) -> None:
+        seen = set()
+        for fn in functions:
+            if id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            original = fn.__code__
+            key = len(self._entries)
+            tramp = self._trampoline_for(original, key)
+            self._entries.append(_Entry(fn, original, tramp))
+        for entry in self._entries:
+            entry.fn.__code__ = entry.trampoline
+
+    def _trampoline_for(self, original: types.CodeType, key: int) -> types.CodeType:
+        template = _template(len(original.co_freevars))
+        consts = tuple(self._call if c == "__HELD__" else key if c == "__KEY__" else c for c in template.co_consts)
+        fields: Dict[str, Any] = {"co_consts": consts, "co_name": original.co_name}
+        if sys.version_info >= (3, 11):
+            fields["co_qualname"] = original.co_qualname
+        return template.replace(**fields)
+
+    def _call(self, key: int, args: tuple, kwargs: dict) -> Any:
+        entry = self._entries[key]
+        if not self._released.is_set():
+            if self._in_flight(sys._getframe(2)):
+                self.passed += 1
+                return self._run_original(entry, args, kwargs)
+            with self._lock:
+                self.held += 1
+            self._released.wait()
+        target = self.redirect.get(id(entry.fn), entry.fn)
+        if target.__code__ is entry.trampoline:
+            return self._run_original(entry, args, kwargs)
+        return target(*args, **kwargs)
+
+    @staticmethod
+    def _run_original(entry: _Entry, args: tuple, kwargs: dict) -> Any:
+        fn = entry.fn
+        clone = types.FunctionType(entry.original, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        clone.__kwdefaults__ = fn.__kwdefaults__
+        return clone(*args, **kwargs)
+
+    def remove(self) -> None:
+        """Put back original code where the swap did not install new code."""
+        for entry in self._entries:
+            if entry.fn.__code__ is entry.trampoline:
+                entry.fn.__code__ = entry.original
+
+    def release(self) -> None:
+        """Let held calls continue (on whatever code the functions now have)."""
+        self.remove()
+        self._released.set()

@@ -1,0 +1,203 @@
+"""Reversible operations: the only way the engine changes live objects.
+
+An update is prepared into a list of operations while the target runs; the
+swap applies them in order and, if anything fails, undoes the applied ones in
+reverse. Each operation records exactly what it replaced, so undo restores
+the previous objects themselves (identity included), not copies.
+"""
+from __future__ import annotations
+
+import types
+from typing import Any, Dict, List, Optional
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+_FN_FIELDS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__", "__name__",
+              "__qualname__")
+
+
+def function_state(fn: types.FunctionType, like: Optional[types.FunctionType] = None) -> Dict[str, Any]:
+    """The replaceable parts of a function (everything but globals and closure)."""
+    state = {f: getattr(fn, f) for f in _FN_FIELDS}
+    extra = dict(fn.__dict__)
+    if like is not None and "__wrapped__" in like.__dict__:
+        extra["__wrapped__"] = like.__dict__["__wrapped__"]  # the live inner function stays
+    else:
+        extra.pop("__wrapped__", None)
+    state["__dict__"] = extra
+    return state
+
+
+def restore_function(fn: types.FunctionType, state: Dict[str, Any]) -> None:
+    for field in _FN_FIELDS:
+        setattr(fn, field, state[field])
+    fn.__dict__.clear()
+    fn.__dict__.update(state["__dict__"])
+
+
+class Op:
+    """One reversible change. `code` ops are undone by a version rollback too."""
+
+    code = True
+
+    def apply(self) -> None:
+        raise NotImplementedError
+
+    def undo(self) -> None:
+        raise NotImplementedError
+
+    def inverse(self) -> "Op":
+        """An op that, applied, does what undo() does (used by rollback)."""
+        return _Inverse(self)
+
+
+class _Inverse(Op):
+    def __init__(self, op: Op) -> None:
+        self.op = op
+        self.code = op.code
+
+    def apply(self) -> None:
+        self.op.undo()
+
+    def undo(self) -> None:
+        self.op.apply()
+
+    def inverse(self) -> Op:
+        return self.op
+
+    def __repr__(self) -> str:
+        return f"undo({self.op!r})"
+
+
+class UpdateFunction(Op):
+    """Give a live function new code in place, so every reference runs it."""
+
+    def __init__(self, fn: types.FunctionType, source: types.FunctionType) -> None:
+        self.fn = fn
+        self.before = function_state(fn, like=fn)
+        self.after = function_state(source, like=fn)
+
+    def apply(self) -> None:
+        restore_function(self.fn, self.after)
+
+    def undo(self) -> None:
+        restore_function(self.fn, self.before)
+
+    def __repr__(self) -> str:
+        return f"update {self.fn.__qualname__}"
+
+
+class SetAttr(Op):
+    """Set (or, with MISSING, delete) an attribute of a module or class."""
+
+    def __init__(self, obj: Any, name: str, value: Any, *, code: bool = True) -> None:
+        self.obj = obj
+        self.name = name
+        self.value = value
+        self.code = code
+        self.before: Any = MISSING
+
+    def _set(self, value: Any) -> None:
+        if value is MISSING:
+            if self.name in vars(self.obj):
+                delattr(self.obj, self.name)
+        else:
+            setattr(self.obj, self.name, value)
+
+    def apply(self) -> None:
+        self.before = vars(self.obj).get(self.name, MISSING)
+        self._set(self.value)
+
+    def undo(self) -> None:
+        self._set(self.before)
+
+    def __repr__(self) -> str:
+        owner = getattr(self.obj, "__qualname__", getattr(self.obj, "__name__", "?"))
+        verb = "delete" if self.value is MISSING else "set"
+        return f"{verb} {owner}.{self.name}"
+
+
+class SetItem(Op):
+    """Redirect one reference held in a dict or list to a replacement object."""
+
+    def __init__(self, container: Any, key: Any, old: Any, new: Any) -> None:
+        self.container, self.key, self.old, self.new = container, key, old, new
+        self.applied = False
+
+    def apply(self) -> None:
+        try:
+            if self.container[self.key] is self.old:
+                self.container[self.key] = self.new
+                self.applied = True
+        except (KeyError, IndexError):
+            pass
+
+    def undo(self) -> None:
+        if self.applied:
+            try:
+                if self.container[self.key] is self.new:
+                    self.container[self.key] = self.old
+            except (KeyError, IndexError):
+                pass
+            self.applied = False
+
+
+class SetCell(Op):
+    """Redirect a closure cell (e.g. a decorator's reference) to a replacement."""
+
+    def __init__(self, cell: Any, old: Any, new: Any) -> None:
+        self.cell, self.old, self.new = cell, old, new
+
+    def apply(self) -> None:
+        if self.cell.cell_contents is self.old:
+            self.cell.cell_contents = self.new
+
+    def undo(self) -> None:
+        if self.cell.cell_contents is self.new:
+            self.cell.cell_contents = self.old
+
+
+class SetBases(Op):
+    def __init__(self, cls: type, bases: tuple) -> None:
+        self.cls, self.bases, self.before = cls, bases, cls.__bases__
+
+    def apply(self) -> None:
+        self.cls.__bases__ = self.bases
+
+    def undo(self) -> None:
+        self.cls.__bases__ = self.before
+
+
+class Plan:
+    """An ordered list of operations applied all-or-nothing."""
+
+    def __init__(self) -> None:
+        self.ops: List[Op] = []
+        self._applied = 0
+
+    def add(self, op: Op) -> None:
+        self.ops.append(op)
+
+    def extend(self, ops: List[Op]) -> None:
+        self.ops.extend(ops)
+
+    def apply(self) -> None:
+        """Apply every op; on failure undo the applied ones and re-raise."""
+        self._applied = 0
+        try:
+            for op in self.ops:
+                op.apply()
+                self._applied += 1
+        except BaseException:
+            self.undo()
+            raise
+
+    def undo(self) -> None:
+        for op in reversed(self.ops[: self._applied]):
+            op.undo()
+        self._applied = 0
+
+    def inverse(self) -> "Plan":
+        inv = Plan()
+        inv.ops = [op.inverse() for op in reversed(self.ops) if op.code]
+        return inv
