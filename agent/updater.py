@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import diff, generations, history, instances, lazy, runtime, signing, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
-from .plan import Op, Plan
+from .plan import Op, Plan, UpdateFunction
 from .safepoint import SafePoint
 from .server import Peer
 
@@ -386,7 +386,8 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     classes = [cls for e in steps for cls in e.undo.classes]
     mediated = [fn for e in steps for fn in e.undo.mediated]
     module_dicts = [vars(m) for e in steps for m in e.undo.modules]
-    updated = {"functions": len({id(f) for f in mediated}), "classes": len(classes), "instances": 0,
+    updated = {"functions": sum(isinstance(op, UpdateFunction) for e in steps for p in e.undo.plans for op in p.ops),
+               "classes": len(classes), "instances": 0,
                "modules": sorted({m.__name__ for e in steps for m in e.undo.modules})}
     result.update(updated=updated, warnings=[])
     mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)

@@ -105,6 +105,6 @@ def describe_progress(event: Dict[str, Any]) -> str:
         detail = "; ".join(waiting[:3]) + (" ..." if len(waiting) > 3 else "")
         return (f"waiting for a safe point ({event.get('elapsed', 0):.1f}s"
                 f"{', ' + str(held) + ' call(s) held' if held else ''})" + (f": {detail}" if detail else ""))
-    if phase == "transfer":
+    if phase == "transfer" and "done" in event:
         return f"transferring state: {event.get('done', 0)}/{event.get('total', 0)} instances"
     return event.get("message") or phase
