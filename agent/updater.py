@@ -42,11 +42,20 @@ def _fail(kind: str, message: str, exc: Optional[BaseException] = None) -> Updat
 
 # --- request validation -------------------------------------------------------
 
-def _check_type(value: Any, kind: type, what: str, optional: bool = False) -> Any:
+def _check_type(value: Any, kind: Any, what: str, optional: bool = False) -> Any:
     if value is None and optional:
         return None
-    if not isinstance(value, kind) or (kind is float and isinstance(value, bool)):
-        raise UpdateError("BadRequest", f"{what} must be {kind.__name__}, got {type(value).__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise UpdateError("BadRequest", f"{what} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _timeout(request: Dict[str, Any]) -> float:
+    value = float(_check_type(request.get("timeout", 10.0), (int, float), "timeout"))
+    if not (0 <= value <= 86400):
+        raise UpdateError("BadRequest", f"timeout must be between 0 and 86400 seconds, got {value!r}")
     return value
 
 
@@ -59,6 +68,9 @@ def _validate_bundle(bundle: Any) -> Dict[str, Any]:
     modules = _check_type(bundle.get("modules"), list, "bundle.modules")
     if not modules:
         raise UpdateError("BadRequest", "bundle.modules is empty")
+    names = [m.get("name") if isinstance(m, dict) else None for m in modules]
+    if len(set(map(repr, names))) != len(names):
+        raise UpdateError("BadRequest", "bundle.modules names a module twice")
     for i, mod in enumerate(modules):
         _check_type(mod, dict, f"bundle.modules[{i}]")
         for key in ("name", "source", "sha256"):
@@ -209,7 +221,7 @@ class _Undo:
 
 def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     bundle = _validate_bundle(request.get("bundle"))
-    timeout = float(_check_type(request.get("timeout", 10.0), (int, float), "timeout"))
+    timeout = _timeout(request)
     lazy_flag = _check_type(request.get("lazy"), bool, "lazy", optional=True)
     dry_run = bool(_check_type(request.get("dry_run", False), bool, "dry_run"))
     previous = history.current_version()
@@ -220,7 +232,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         raise UpdateError("RequirementNotMet", f"bundle {bundle['name']!r} requires version {bundle['requires']!r}, "
                           f"but the process runs {previous!r}; nothing was changed")
     tx.send(wire.progress("prepare", message=f"preparing {len(bundle['modules'])} module(s)"))
-    pending = lazy.finalize_all()
+    pending = 0 if dry_run else lazy.finalize_all()
     modules = [_prepare_module(bundle, mod) for mod in bundle["modules"]]
     warnings = [w for mp in modules for w in mp.warnings]
     if pending:
@@ -351,7 +363,7 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
 
 def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     to = _check_type(request.get("to"), str, "to", optional=True)
-    timeout = float(_check_type(request.get("timeout", 10.0), (int, float), "timeout"))
+    timeout = _timeout(request)
     entries = history.entries()
     previous = history.current_version()
     if not entries:
@@ -470,7 +482,9 @@ def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dic
                                 version=history.current_version(), previous_version=history.current_version())
     try:
         return work(request, peer)
-    except UpdateError as exc:
+    except Exception as exc:
+        if not isinstance(exc, UpdateError):
+            exc = _fail(type(exc).__name__, f"{type(exc).__name__}: {exc}; nothing was changed", exc)
         current = history.current_version()
         return wire.error_reply(exc.kind, exc.message, exc.tb, pid=runtime.os.getpid(), version=current,
                                 previous_version=current)
