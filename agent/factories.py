@@ -99,5 +99,11 @@ def live_instances(cls: type) -> List[object]:
     return result
 
 
+def count(cls: type) -> int:
+    """Cheap count of tracked instances related to `cls` (no iteration)."""
+    return sum(len(instances) for klass, instances in factories().items()
+               if issubclass(klass, cls) or issubclass(cls, klass))
+
+
 def is_updatable(cls: type) -> bool:
     return any(issubclass(cls, klass) for klass in factories())

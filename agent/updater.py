@@ -17,7 +17,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, generations, history, instances, lazy, runtime, signing, wire
+from . import diff, factories, generations, history, instances, lazy, runtime, signing, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -108,6 +108,8 @@ class Transaction:
         self.lazy_detached: List[lazy.LazyClass] = []
         self._phase_start = time.monotonic()
         self._phase = "prepare"
+        #: tracked-instance counts of updatable classes at prepare time
+        self.tracked: Dict[type, int] = {}
 
     def phase(self, name: str, message: str = "") -> None:
         now = time.monotonic()
@@ -238,6 +240,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     if pending:
         warnings.append(f"completed {pending} pending lazy transfer(s) of the previous update first")
     transfers = _plan_transfers(modules, bundle, lazy_flag)
+    tx.tracked = {cls: factories.count(cls) for cls, _, _ in transfers if factories.is_updatable(cls)}
     updated = {
         "functions": sum(mp.functions for mp in modules),
         "classes": sum(len(mp.classes) for mp in modules),
@@ -320,14 +323,13 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
         op.apply()
     for mp in modules:
         for cls in mp.new_factories:
-            from . import factories
-
             factories.updatable(cls)
     return finder
 
 
 def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
               transfers: List[Tuple[type, List[Any], bool]]) -> None:
+    tracked = tx.tracked
     total = sum(len(objs) for _, objs, is_lazy in transfers if not is_lazy)
     tx.phase("transfer", f"transferring state of {total} instance(s)")
     done = 0
@@ -335,6 +337,9 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
         if is_lazy:
             tx.lazy_started.append(lazy.start(cls, len(objs)))
             continue
+
+        if factories.is_updatable(cls) and factories.count(cls) != tracked.get(cls, -1):
+            objs[:] = instances.find([cls])[cls]  # instances were created since prepare
 
         def progress(n: int, _total: int, base: int = done) -> None:
             tx.require_client("the state transfer")
