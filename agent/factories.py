@@ -1,45 +1,86 @@
 """K42 factories: every `updatable` class keeps a weak list of its live instances.
 
 The bookkeeping happens once, at creation, through a `__new__` installed on
-the class; methods get no wrapper, so calls cost exactly what they cost
-without dynupdate. Instances are held by weak references, so the registry
-never keeps an object alive.
+the class that appends a weak reference to the class's list; methods get no
+wrapper, so calls cost exactly what they cost without dynupdate. Weak
+references without callbacks are the cheapest to create; the dead ones are
+swept after a garbage collection once the list has doubled since the last
+sweep, which keeps the list within twice the live count without adding any
+work to object creation or destruction.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import weakref
-from typing import Dict, Iterator, List, TypeVar
+from typing import Any, Dict, Iterator, List, TypeVar
 
 T = TypeVar("T", bound=type)
-
-_registry: Dict[type, "weakref.WeakSet"] = {}
-_lock = threading.Lock()
 
 
 class NotUpdatableError(TypeError):
     """The class cannot be tracked (its instances cannot be weakly referenced)."""
 
 
-def _make_new(cls: type, instances: "weakref.WeakSet", original_new):
-    add = instances.add
+class Factory:
+    """The instance list of one updatable class."""
+
+    __slots__ = ("cls", "refs", "swept_at")
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.refs: List[Any] = []
+        self.swept_at = 64
+
+    def live(self) -> List[Any]:
+        out = []
+        for r in list(self.refs):
+            obj = r()
+            if obj is not None:
+                out.append(obj)
+        return out
+
+    def sweep(self) -> None:
+        """Drop dead references (slice assignment is atomic under the GIL)."""
+        self.refs[:] = [r for r in list(self.refs) if r() is not None]
+        self.swept_at = max(64, 2 * len(self.refs))
+
+    def __len__(self) -> int:
+        return sum(1 for r in list(self.refs) if r() is not None)
+
+
+_registry: Dict[type, Factory] = {}
+_lock = threading.Lock()
+_deferring = threading.local()
+
+
+def _after_gc(phase: str, info: Dict[str, Any]) -> None:
+    if phase != "stop":
+        return
+    for factory in list(_registry.values()):
+        if len(factory.refs) > factory.swept_at:
+            factory.sweep()
+
+
+def _make_new(cls: type, factory: Factory, original_new: Any) -> staticmethod:
+    append = factory.refs.append
+    ref = weakref.ref
     if original_new is object.__new__:
+        new_object = object.__new__
+
         def __new__(klass, *args, **kwargs):
-            self = object.__new__(klass)
-            add(self)
+            self = new_object(klass)
+            append(ref(self))
             return self
     else:
         def __new__(klass, *args, **kwargs):
             self = original_new(klass, *args, **kwargs)
-            add(self)
+            append(ref(self))
             return self
     __new__.__qualname__ = f"{cls.__qualname__}.__new__"
-    __new__._dynupdate_factory = True
+    __new__._dynupdate_factory = True  # type: ignore[attr-defined]
     return staticmethod(__new__)
-
-
-_deferring = threading.local()
 
 
 @contextlib.contextmanager
@@ -65,23 +106,23 @@ def updatable(cls: T) -> T:
     if noted is not None:
         noted.append(cls)
         return cls
-    if "__slots__" in cls.__dict__ and "__weakref__" not in cls.__slots__ and not hasattr(cls, "__weakref__"):
+    if not hasattr(cls, "__weakref__") and "__slots__" in vars(cls):
         raise NotUpdatableError(f"{cls.__qualname__} uses __slots__ without '__weakref__'; add it to track instances")
     with _lock:
         if cls in _registry:
             return cls
-        instances: weakref.WeakSet = weakref.WeakSet()
+        if not _registry:
+            gc.callbacks.append(_after_gc)
+        factory = Factory(cls)
         original_new = cls.__new__
         if getattr(original_new, "_dynupdate_factory", False):
-            # A subclass of an updatable class: let the inherited hook record it
-            # in the base's list, and also keep a list of its own.
-            original_new = object.__new__
-        cls.__new__ = _make_new(cls, instances, original_new)
-        _registry[cls] = instances
+            original_new = object.__new__  # a subclass of an updatable class gets a list of its own
+        cls.__new__ = _make_new(cls, factory, original_new)  # type: ignore[assignment]
+        _registry[cls] = factory
     return cls
 
 
-def factories() -> Dict[type, "weakref.WeakSet"]:
+def factories() -> Dict[type, Factory]:
     with _lock:
         return dict(_registry)
 
@@ -90,9 +131,9 @@ def live_instances(cls: type) -> List[object]:
     """Strong snapshot of the instances of `cls` (subclasses included)."""
     result = []
     seen = set()
-    for klass, instances in factories().items():
+    for klass, factory in factories().items():
         if issubclass(klass, cls) or issubclass(cls, klass):
-            for obj in list(instances):
+            for obj in factory.live():
                 if isinstance(obj, cls) and id(obj) not in seen:
                     seen.add(id(obj))
                     result.append(obj)
@@ -100,8 +141,8 @@ def live_instances(cls: type) -> List[object]:
 
 
 def count(cls: type) -> int:
-    """Cheap count of tracked instances related to `cls` (no iteration)."""
-    return sum(len(instances) for klass, instances in factories().items()
+    """Cheap change detector for the instances related to `cls` (counts dead refs too)."""
+    return sum(len(f.refs) for klass, f in factories().items()
                if issubclass(klass, cls) or issubclass(cls, klass))
 
 
