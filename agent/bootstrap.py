@@ -38,10 +38,14 @@ def run(msgpack_dir=None, key_file=None):
     """Load and start the agent; log instead of raising, the target must not notice."""
     try:
         return load_agent(msgpack_dir).start(key_file=key_file)
-    except BaseException:
+    except BaseException as exc:
         import logging
 
-        logging.getLogger("dynupdate.agent").exception("dynupdate agent failed to start")
+        log = logging.getLogger("dynupdate.agent")
+        if type(exc).__name__ == "AgentStartError":  # an expected refusal: its message says it all
+            log.error("dynupdate agent failed to start: %s", exc)
+        else:
+            log.exception("dynupdate agent failed to start")
         return None
 
 

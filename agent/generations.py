@@ -91,10 +91,16 @@ class activity:
 
 def activity_generations() -> Dict[int, List[int]]:
     """Per thread ident, the generations of the activities it is inside now."""
-    alive = {t.ident for t in threading.enumerate()}
-    for ident in [i for i in _activities if i not in alive]:
-        _activities.pop(ident, None)
-    return {ident: list(stack) for ident, stack in _activities.items() if stack}
+    # list() copies in one step under the GIL; iterating the dict itself could meet a
+    # thread entering its first activity ("dictionary changed size during iteration").
+    idents = list(_activities)
+    # Taken after the keys, and from the interpreter's own thread states, so a thread that
+    # was already registered is seen alive, raw `_thread` threads included.
+    alive = set(sys._current_frames())
+    for ident in idents:
+        if ident not in alive:
+            _activities.pop(ident, None)
+    return {ident: list(stack) for ident, stack in list(_activities.items()) if stack}
 
 
 def thread_generation(thread: threading.Thread) -> int:
@@ -124,5 +130,5 @@ def snapshot(exclude_prefix: str = "dynupdate-agent") -> List[Dict[str, Any]]:
 def reset_after_fork() -> None:
     """In a forked child only the forking thread survives; forget the others."""
     me = _get_ident()
-    for ident in [i for i in _activities if i != me]:
+    for ident in [i for i in list(_activities) if i != me]:
         _activities.pop(ident, None)

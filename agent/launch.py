@@ -22,6 +22,11 @@ def _start_agent(msgpack_dir):
         sys.stderr.write("dynupdate: the agent did not start; running the program without it (see the log above)\n")
 
 
+def _prepends_path():
+    """Whether this interpreter would put the script's folder (or cwd for -m) first: not with -I, -P."""
+    return not (getattr(sys.flags, "safe_path", False) or sys.flags.isolated)
+
+
 def main(argv):
     if len(argv) < 2:
         sys.stderr.write("usage: launch.py MSGPACK_DIR (script.py | -m module) [args]\n")
@@ -35,11 +40,13 @@ def main(argv):
             sys.stderr.write("dynupdate run: -m needs a module name\n")
             return 2
         sys.argv = [rest[1]] + rest[2:]
-        sys.path.insert(0, os.getcwd())
+        if _prepends_path():
+            sys.path.insert(0, os.getcwd())
         runpy._run_module_as_main(rest[1], alter_argv=True)
     else:
         sys.argv = list(rest)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(rest[0])))
+        if _prepends_path():
+            sys.path.insert(0, os.path.dirname(os.path.abspath(rest[0])))
         runpy.run_path(rest[0], run_name="__main__")
     return 0
 

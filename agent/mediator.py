@@ -56,6 +56,7 @@ class Mediator:
         #: in_flight(frame) -> True if the calling thread is work the update waits for
         self._in_flight = in_flight
         self._entries: List[_Entry] = []
+        self._owner = threading.get_ident()  # the updater's own thread is never held
         self._released = threading.Event()
         self._lock = threading.Lock()
         self.held = 0
@@ -90,7 +91,7 @@ class Mediator:
 
     def _call(self, key: int, args: tuple, kwargs: dict) -> Any:
         entry = self._entries[key]
-        if not self._released.is_set():
+        if not self._released.is_set() and threading.get_ident() != self._owner:
             if self._in_flight(sys._getframe(2)):
                 self.passed += 1
                 return self._run_original(entry, args, kwargs)
@@ -108,6 +109,13 @@ class Mediator:
         clone = types.FunctionType(entry.original, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
         clone.__kwdefaults__ = fn.__kwdefaults__
         return clone(*args, **kwargs)
+
+    def real_code(self, fn: types.FunctionType) -> types.CodeType:
+        """The code `fn` runs when no update is in progress (not our trampoline)."""
+        for entry in self._entries:
+            if entry.fn is fn and fn.__code__ is entry.trampoline:
+                return entry.original
+        return fn.__code__
 
     def remove(self) -> None:
         """Put back original code where the swap did not install new code."""

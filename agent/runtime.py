@@ -64,7 +64,11 @@ def start(key_file: Optional[str] = None) -> str:
         except (paths.SocketDirError, OSError) as exc:
             raise AgentStartError(str(exc)) from None
         server = Server(os.path.join(directory, f"{os.getpid()}.sock"), dispatch)
-        server.bind()
+        try:
+            server.bind()
+        except OSError as exc:
+            server.close()
+            raise AgentStartError(f"cannot listen on {server.path}: {exc.strerror or exc}") from None
         generations.install()
         _agent = _Agent(server, key)
         server.start()

@@ -195,13 +195,14 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     return mediator
 
 
-def _hook_clone(fn: Any) -> Optional[types.FunctionType]:
+def _hook_clone(fn: Any, mediator: Mediator) -> Optional[types.FunctionType]:
     """A standalone copy of a hook function, immune to the swap changing the original."""
     if isinstance(fn, (staticmethod, classmethod)):
         fn = fn.__func__
     if not isinstance(fn, types.FunctionType):
         return None
-    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    code = mediator.real_code(fn)
+    clone = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     clone.__kwdefaults__ = fn.__kwdefaults__
     return clone
 
@@ -391,15 +392,7 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     phases: Dict[str, float] = {}
     tx = Transaction(peer, phases)
     result = {"pid": runtime.os.getpid(), "previous_version": previous, "version": previous, "phases": phases}
-    steps = list(reversed(undo))
-    reverts = []
-    for entry in steps:  # newest first; hooks captured before the swap changes them
-        record: _Undo = entry.undo
-        for cls in record.classes:
-            hook = _hook_clone(vars(cls).get(diff.REVERT))
-            if hook is not None:
-                reverts.append((cls, hook))
-        reverts.extend(("module", (mod, _hook_clone(fn))) for mod, fn in record.revert_hooks)
+    steps = list(reversed(undo))  # newest first
     classes = [cls for e in steps for cls in e.undo.classes]
     mediated = [fn for e in steps for fn in e.undo.mediated]
     module_dicts = [vars(m) for e in steps for m in e.undo.modules]
@@ -413,20 +406,10 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         pending_ids = _detach_lazy(tx, classes)
         for m in {id(m): m for e in steps for m in e.undo.modules}.values():
             tx.snapshot(m)
-        for cls in classes:
+        for cls in {id(c): c for c in classes}.values():
             tx.snapshot(cls)
-        for entry in steps:
-            plan = entry.undo.plans
-            for p in plan[::-1]:
-                inv = p.inverse()
-                tx.plans.append(inv)
-                inv.apply()
-            if entry.undo.finder is not None:
-                op = InstallFinder(entry.undo.finder).inverse()
-                tx.extra_ops.append(op)
-                op.apply()
-        tx.phase("transfer", "running revert hooks")
-        updated["instances"] = _run_reverts(tx, reverts, pending_ids)
+        for i, entry in enumerate(steps):  # lazily pending instances skip only the newest revert
+            updated["instances"] += _undo_entry(tx, entry.undo, pending_ids if i == 0 else set(), mediator)
         tx.require_client("the rollback")
         for _ in steps:
             history.pop()
@@ -441,6 +424,25 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     tx.finish_phase()
     result.update(ok=True, version=target_version)
     return result
+
+
+def _undo_entry(tx: Transaction, record: "_Undo", pending_ids: set, mediator: Mediator) -> int:
+    """Roll one update back: capture its revert hooks, restore the code, run the hooks."""
+    reverts: List[Tuple[Any, Any]] = []
+    for cls in record.classes:
+        hook = _hook_clone(vars(cls).get(diff.REVERT), mediator)
+        if hook is not None:
+            reverts.append((cls, hook))
+    reverts.extend(("module", (mod, _hook_clone(fn, mediator))) for mod, fn in record.revert_hooks)
+    for plan in reversed(record.plans):
+        inverse = plan.inverse()
+        tx.plans.append(inverse)
+        inverse.apply()
+    if record.finder is not None:
+        op = InstallFinder(record.finder).inverse()
+        tx.extra_ops.append(op)
+        op.apply()
+    return _run_reverts(tx, reverts, pending_ids)
 
 
 def _detach_lazy(tx: Transaction, classes: List[type]) -> set:
