@@ -121,7 +121,7 @@ def status(pid: int, as_json: bool, no_inject: bool) -> None:
     data.pop("ok", None)
     data.pop("id", None)
     if as_json:
-        render.emit_json(data)
+        render.emit_json(status_json(data))
     else:
         render.status(data)
 
@@ -257,6 +257,24 @@ def demo(keep: bool) -> None:
 
 
 _RESULT_KEYS = ("version", "previous_version", "phases", "updated", "warnings")
+
+
+def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
+    """The published JSON shape of `status --json`: exactly these keys, whatever else the agent sends."""
+    agent = data.get("agent") or {}
+    return {
+        "pid": data.get("pid"),
+        "version": data.get("version"),
+        "history": [{"name": h.get("name"), "version": h.get("version"), "applied_at": h.get("applied_at")}
+                    for h in data.get("history") or []],
+        "generation": data.get("generation"),
+        "threads": [{"id": t.get("id"), "name": t.get("name"), "generation": t.get("generation"),
+                     "in_activity": bool(t.get("in_activity"))} for t in data.get("threads") or []],
+        "factories": [{"class": f.get("class"), "instances": f.get("instances"), "pending": f.get("pending", 0)}
+                      for f in data.get("factories") or []],
+        "agent": {"version": agent.get("version"), "python": agent.get("python"),
+                  "started_at": agent.get("started_at"), "socket": agent.get("socket")},
+    }
 
 
 def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],

@@ -10,8 +10,11 @@ from .client import Client, agent_socket
 
 
 def _agent_version(pid: int) -> Any:
-    if not os.path.exists(agent_socket(pid)):
-        return None
+    try:
+        if not os.path.exists(agent_socket(pid)):
+            return None
+    except errors.NoSuchProcess:
+        return None  # it exited while we were listing
     try:
         with Client.connect(pid, timeout=1.0) as client:
             return client.hello().get("agent_version")

@@ -26,10 +26,22 @@ def _is_elf(path: str) -> bool:
         return False
 
 
+def _is_wrapper(path: str) -> bool:
+    """An executable script that is not Python source: a launcher like pyenv's or asdf's `python` shim."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" not in first.lower()
+
+
 def _resolve_interpreter(name: str) -> str:
     path = name if os.sep in name else shutil.which(name)
-    if path and os.access(path, os.X_OK) and _is_elf(os.path.realpath(path)):
-        return path
+    if path and os.access(path, os.X_OK):
+        real = os.path.realpath(path)
+        if _is_elf(real) or _is_wrapper(real):
+            return path
     return ""
 
 

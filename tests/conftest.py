@@ -156,3 +156,18 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {message}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def runtime_env():
+    """A private DYNUPDATE_RUNTIME_DIR (short path under /tmp): pass it to targets AND the CLI.
+
+    Returns the env dict {"DYNUPDATE_RUNTIME_DIR": base}; the socket folder is
+    `<base>/dynupdate-<uid>`. Removed at teardown.
+    """
+    import shutil
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="du-", dir="/tmp")
+    yield {"DYNUPDATE_RUNTIME_DIR": base}
+    shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""A small package for `dynupdate run -m fnd_pkg.svc`."""
