@@ -1,0 +1,70 @@
+"""Version 2 of relapp.items: qty is kept as {"n": qty}; label() says "v2"."""
+from relapp import faults
+
+try:
+    import dynupdate_agent
+    updatable = dynupdate_agent.updatable
+except ImportError:
+    def updatable(cls):
+        return cls
+
+faults.hit("exec")  # an exception while executing the new module, when switched on
+
+SCHEMA = 1
+REGISTRY = {}
+
+
+@updatable
+class Item:
+    def __init__(self, iid, qty):
+        self.iid = iid
+        self.count = {"n": qty}
+
+    def view(self):
+        return {"iid": self.iid, "qty": self.count["n"]}
+
+    def incr(self, by):
+        self.count["n"] += by
+        return self.count["n"]
+
+    def __dynupdate_transfer__(self, old):
+        self.count = {"n": old["qty"]}
+        del self.qty
+        faults.hit("transfer")  # after changing the instance: a failure must be undone
+
+    def __dynupdate_revert__(self, new):
+        self.qty = new["count"]["n"]
+        del self.count
+        faults.hit("revert")
+
+
+def label():
+    return "v2"
+
+
+def total():
+    return sum(item.view()["qty"] for item in list(REGISTRY.values()))
+
+
+def spawn(n, prefix="i"):
+    start = len([k for k in REGISTRY if k.startswith(prefix)])
+    for i in range(start, start + n):
+        REGISTRY[f"{prefix}{i}"] = Item(f"{prefix}{i}", i)
+    return len(REGISTRY)
+
+
+def work(gate):
+    faults.block(gate)
+    return {"inside": label(), "self": "v2"}
+
+
+def __dynupdate_transfer__(old):
+    global SCHEMA
+    SCHEMA = 2          # module state changed first: a failure must restore it
+    faults.hit("module_hook")
+
+
+def __dynupdate_revert__(new):
+    global SCHEMA
+    SCHEMA = 1
+    faults.hit("module_revert")

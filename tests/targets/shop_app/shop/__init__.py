@@ -1,0 +1,1 @@
+"""The shop package (base release). shop.cart is the module the example patches replace."""
