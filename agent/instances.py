@@ -47,14 +47,24 @@ def find(classes: List[type]) -> Dict[type, List[Any]]:
     return result
 
 
-def _slot_names(cls: type) -> List[str]:
+_slot_cache: "Dict[type, Tuple[str, ...]]" = {}
+
+
+def _slot_names(cls: type) -> Tuple[str, ...]:
+    cached = _slot_cache.get(cls)
+    if cached is None:
+        cached = _slot_cache[cls] = _compute_slot_names(cls)
+    return cached
+
+
+def _compute_slot_names(cls: type) -> Tuple[str, ...]:
     names = []
     for klass in cls.__mro__:
         slots = klass.__dict__.get("__slots__", ())
         if isinstance(slots, str):
             slots = (slots,)
         names.extend(s for s in slots if s not in ("__dict__", "__weakref__"))
-    return names
+    return tuple(names)
 
 
 def state_of(obj: Any) -> Dict[str, Any]:
@@ -63,7 +73,10 @@ def state_of(obj: Any) -> Dict[str, Any]:
         state = dict(object.__getattribute__(obj, "__dict__"))
     except AttributeError:
         state = {}
-    for name in _slot_names(type(obj)):
+    slots = _slot_names(type(obj))
+    if not slots:
+        return state
+    for name in slots:
         try:
             state[name] = object.__getattribute__(obj, name)
         except AttributeError:
@@ -97,13 +110,20 @@ class EagerTransfer:
     def __init__(self) -> None:
         self.saved: List[Tuple[Any, Dict[str, Any]]] = []
 
-    def run(self, objs: List[Any], hook_of: Callable[[Any], Callable[..., Any]],
+    def run(self, objs: List[Any], hook_of: Callable[[type], Callable[..., Any]],
             progress: Callable[[int, int], None]) -> int:
+        """Call hook_of(type(obj))(obj, old) on each object; hooks are looked up once per type."""
         total = len(objs)
+        hooks: Dict[type, Callable[..., Any]] = {}
+        save = self.saved.append
         for i, obj in enumerate(objs):
+            cls = type(obj)
+            hook = hooks.get(cls)
+            if hook is None:
+                hook = hooks[cls] = hook_of(cls)
             state = state_of(obj)
-            self.saved.append((obj, state))
-            hook_of(obj)(obj, dict(state))
+            save((obj, state))
+            hook(obj, dict(state))
             if i % 5000 == 4999:
                 progress(i + 1, total)
         return total

@@ -43,10 +43,14 @@ def _template(nfree: int) -> types.CodeType:
 
 
 class _Entry:
-    __slots__ = ("fn", "original", "trampoline")
+    __slots__ = ("fn", "original", "trampoline", "after")
 
     def __init__(self, fn: types.FunctionType, original: types.CodeType, trampoline: types.CodeType) -> None:
         self.fn, self.original, self.trampoline = fn, original, trampoline
+        self.after: Optional[types.CodeType] = None  # the code the swap installed, once it has
+
+    def current(self) -> types.CodeType:
+        return self.after if self.after is not None else self.original
 
 
 class Mediator:
@@ -69,17 +73,32 @@ class Mediator:
         return {e.original for e in self._entries}
 
     def install(self, functions: List[types.FunctionType]) -> None:
-        seen = set()
+        known = {id(e.fn) for e in self._entries}
+        added = []
         for fn in functions:
-            if id(fn) in seen:
+            if id(fn) in known:
                 continue
-            seen.add(id(fn))
+            known.add(id(fn))
             original = fn.__code__
-            key = len(self._entries)
-            tramp = self._trampoline_for(original, key)
-            self._entries.append(_Entry(fn, original, tramp))
-        for entry in self._entries:
+            entry = _Entry(fn, original, self._trampoline_for(original, len(self._entries)))
+            self._entries.append(entry)
+            added.append(entry)
+        for entry in added:
             entry.fn.__code__ = entry.trampoline
+
+    def rearm(self, functions: List[types.FunctionType]) -> None:
+        """After the swap: keep holding new calls until the update ends.
+
+        The swap gave the functions their new code; until the state transfer is
+        done, a call must not run it on an instance that is not transferred yet.
+        Functions the swap added are interposed too.
+        """
+        for entry in self._entries:
+            if entry.fn.__code__ is not entry.trampoline:
+                entry.after = entry.fn.__code__
+                entry.fn.__code__ = entry.trampoline
+        self.install([fn for fn in functions if len(fn.__code__.co_freevars) == len(fn.__closure__ or ())])
+
 
     def _trampoline_for(self, original: types.CodeType, key: int) -> types.CodeType:
         template = _template(len(original.co_freevars))
@@ -100,13 +119,16 @@ class Mediator:
             self._released.wait()
         target = self.redirect.get(id(entry.fn), entry.fn)
         if target.__code__ is entry.trampoline:
-            return self._run_original(entry, args, kwargs)
+            return self._run_code(entry, entry.current(), args, kwargs)
         return target(*args, **kwargs)
 
+    def _run_original(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
+        return self._run_code(entry, entry.original, args, kwargs)
+
     @staticmethod
-    def _run_original(entry: _Entry, args: tuple, kwargs: dict) -> Any:
+    def _run_code(entry: _Entry, code: types.CodeType, args: tuple, kwargs: dict) -> Any:
         fn = entry.fn
-        clone = types.FunctionType(entry.original, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        clone = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
         clone.__kwdefaults__ = fn.__kwdefaults__
         return clone(*args, **kwargs)
 
@@ -114,14 +136,14 @@ class Mediator:
         """The code `fn` runs when no update is in progress (not our trampoline)."""
         for entry in self._entries:
             if entry.fn is fn and fn.__code__ is entry.trampoline:
-                return entry.original
+                return entry.current()
         return fn.__code__
 
     def remove(self) -> None:
         """Put back original code where the swap did not install new code."""
         for entry in self._entries:
             if entry.fn.__code__ is entry.trampoline:
-                entry.fn.__code__ = entry.original
+                entry.fn.__code__ = entry.current()
 
     def release(self) -> None:
         """Let held calls continue (on whatever code the functions now have)."""

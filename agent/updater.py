@@ -195,6 +195,24 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     return mediator
 
 
+def _functions_in(namespaces: List[Any]) -> List[types.FunctionType]:
+    """Functions (and methods, properties' accessors) defined in modules/classes, to interpose."""
+    out = []
+    for ns in namespaces:
+        d = vars(ns)
+        for value in list(d.values()):
+            parts = [value]
+            if isinstance(value, (staticmethod, classmethod)):
+                parts = [value.__func__]
+            elif isinstance(value, property):
+                parts = [value.fget, value.fset, value.fdel]
+            for fn in parts:
+                if isinstance(fn, types.FunctionType) and (not isinstance(ns, types.ModuleType)
+                                                           or fn.__globals__ is d):
+                    out.append(fn)
+    return out
+
+
 def _hook_clone(fn: Any, mediator: Mediator) -> Optional[types.FunctionType]:
     """A standalone copy of a hook function, immune to the swap changing the original."""
     if isinstance(fn, (staticmethod, classmethod)):
@@ -241,13 +259,14 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     if pending:
         warnings.append(f"completed {pending} pending lazy transfer(s) of the previous update first")
     transfers = _plan_transfers(modules, bundle, lazy_flag)
-    tx.tracked = {cls: factories.count(cls) for cls, _, _ in transfers if factories.is_updatable(cls)}
+    tx.tracked = {cls: factories.count(cls) for cls, _, _, is_lazy in transfers
+                  if factories.is_updatable(cls) and not is_lazy}
     updated = {
         "functions": sum(mp.functions for mp in modules),
         "classes": sum(len(mp.classes) for mp in modules),
-        "instances": sum(len(objs) for _, objs, _ in transfers),
+        "instances": sum(count for _, _, count, _ in transfers),
         "modules": [mp.name for mp in modules],
-        "lazy_pending": sum(len(objs) for _, objs, is_lazy in transfers if is_lazy),
+        "lazy_pending": sum(count for _, _, count, is_lazy in transfers if is_lazy),
         "new_modules": [mp.name for mp in modules if mp.installed_new],
     }
     result.update(updated=updated, warnings=warnings)
@@ -261,6 +280,8 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)
     try:
         finder = _swap(tx, modules)
+        mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
+                                     [pair.live for mp in modules for pair in mp.classes]))
         _transfer(tx, modules, transfers)
         tx.require_client("the state transfer")
         history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
@@ -292,15 +313,21 @@ def _prepare_module(bundle: Dict[str, Any], mod: Dict[str, Any]) -> diff.ModuleP
 
 
 def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any],
-                    lazy_flag: Optional[bool]) -> List[Tuple[type, List[Any], bool]]:
-    """(live class, instances, lazy?) for every updated class with a transfer hook."""
+                    lazy_flag: Optional[bool]) -> List[Tuple[type, List[Any], int, bool]]:
+    """(live class, instances, count, lazy?) for every updated class with a transfer hook.
+
+    Lazy transfers of `updatable` classes only need a count, so they never walk
+    the instance list (the work, and the GC pressure, would otherwise grow with N).
+    """
     out = []
     for mp in modules:
-        hooked = [p for p in mp.classes if diff.TRANSFER in vars(p.new)]
-        found = instances.find([p.live for p in hooked]) if hooked else {}
-        for pair in hooked:
+        for pair in (p for p in mp.classes if diff.TRANSFER in vars(p.new)):
             is_lazy = lazy_flag if lazy_flag is not None else bool(vars(pair.new).get(diff.LAZY, bundle["lazy"]))
-            out.append((pair.live, found[pair.live], is_lazy))
+            if is_lazy and factories.is_updatable(pair.live):
+                out.append((pair.live, [], factories.count(pair.live), True))
+            else:
+                objs = instances.find([pair.live])[pair.live]
+                out.append((pair.live, objs, len(objs), is_lazy))
     return out
 
 
@@ -329,14 +356,14 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
 
 
 def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
-              transfers: List[Tuple[type, List[Any], bool]]) -> None:
+              transfers: List[Tuple[type, List[Any], int, bool]]) -> None:
     tracked = tx.tracked
-    total = sum(len(objs) for _, objs, is_lazy in transfers if not is_lazy)
+    total = sum(count for _, _, count, is_lazy in transfers if not is_lazy)
     tx.phase("transfer", f"transferring state of {total} instance(s)")
     done = 0
-    for cls, objs, is_lazy in transfers:
+    for cls, objs, count, is_lazy in transfers:
         if is_lazy:
-            tx.lazy_started.append(lazy.start(cls, len(objs)))
+            tx.lazy_started.append(lazy.start(cls, count))
             continue
 
         if factories.is_updatable(cls) and factories.count(cls) != tracked.get(cls, -1):
@@ -347,7 +374,7 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
             tx.send(wire.progress("transfer", done=base + n, total=total))
 
         try:
-            done += tx.transfers.run(objs, lambda o: getattr(type(o), diff.TRANSFER), progress)
+            done += tx.transfers.run(objs, lambda klass: getattr(klass, diff.TRANSFER), progress)
         except UpdateError:
             raise
         except BaseException as exc:
@@ -442,6 +469,7 @@ def _undo_entry(tx: Transaction, record: "_Undo", pending_ids: set, mediator: Me
         op = InstallFinder(record.finder).inverse()
         tx.extra_ops.append(op)
         op.apply()
+    mediator.rearm(_functions_in(record.modules + record.classes))
     return _run_reverts(tx, reverts, pending_ids)
 
 
@@ -469,7 +497,7 @@ def _run_reverts(tx: Transaction, reverts: List[Tuple[Any, Any]], pending_ids: s
             continue
         objs = [o for o in instances.find([owner])[owner] if id(o) not in pending_ids]
         try:
-            count += tx.transfers.run(objs, lambda o, h=hook: h, lambda n, t: tx.require_client("the rollback"))
+            count += tx.transfers.run(objs, lambda klass, h=hook: h, lambda n, t: tx.require_client("the rollback"))
         except UpdateError:
             raise
         except BaseException as exc:
@@ -484,7 +512,7 @@ def _run_reverts(tx: Transaction, reverts: List[Tuple[Any, Any]], pending_ids: s
 def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dict[str, Any],
             peer: Peer) -> Dict[str, Any]:
     if not _busy.acquire(blocking=False):
-        return wire.error_reply("Busy", "another update or rollback is running in this process; "
+        return wire.error_reply("Busy", "busy: another update or rollback is running in this process; "
                                 "wait for it to finish and try again",
                                 version=history.current_version(), previous_version=history.current_version())
     try:
