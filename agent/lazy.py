@@ -81,6 +81,8 @@ class LazyClass:
         with self.lock:
             if id(obj) in self.transferring or not self.is_pending(obj):
                 return
+            if _active.get(self.cls) is not self:
+                return  # detached by a rollback while this thread waited: nothing to transfer
             self._transfer(obj)
         if self.remaining <= 0:
             maybe_close(self)

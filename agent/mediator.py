@@ -14,6 +14,7 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Set
 
 _templates: Dict[int, types.CodeType] = {}
@@ -53,6 +54,26 @@ class _Entry:
         return self.after if self.after is not None else self.original
 
 
+class _Dispatch:
+    """What a trampoline calls. It refers to its mediator weakly: a strong reference
+    from the trampoline's co_consts would close a cycle (mediator -> entry ->
+    trampoline code -> consts -> mediator) that the cyclic GC cannot break, since
+    code objects are not GC-tracked; every update then leaked its mediator, safe
+    point and both versions' code (seen in the soak as steady RSS growth)."""
+
+    __slots__ = ("mediator", "fns")
+
+    def __init__(self, mediator: "Mediator") -> None:
+        self.mediator = weakref.ref(mediator)
+        self.fns: List[types.FunctionType] = []  # key -> function, for a call that outlives the mediator
+
+    def __call__(self, key: int, args: tuple, kwargs: dict) -> Any:
+        mediator = self.mediator()
+        if mediator is None:  # the update is long over: run whatever the function is now
+            return self.fns[key](*args, **kwargs)
+        return mediator._call(key, args, kwargs)
+
+
 class Mediator:
     """Holds calls into a set of functions while an update waits and swaps."""
 
@@ -60,6 +81,7 @@ class Mediator:
         #: in_flight(frame) -> True if the calling thread is work the update waits for
         self._in_flight = in_flight
         self._entries: List[_Entry] = []
+        self._dispatch = _Dispatch(self)
         self._owner = threading.get_ident()  # the updater's own thread is never held
         self._released = threading.Event()
         self._lock = threading.Lock()
@@ -81,6 +103,7 @@ class Mediator:
             known.add(id(fn))
             original = fn.__code__
             entry = _Entry(fn, original, self._trampoline_for(original, len(self._entries)))
+            self._dispatch.fns.append(fn)
             self._entries.append(entry)
             added.append(entry)
         for entry in added:
@@ -102,7 +125,7 @@ class Mediator:
 
     def _trampoline_for(self, original: types.CodeType, key: int) -> types.CodeType:
         template = _template(len(original.co_freevars))
-        consts = tuple(self._call if c == "__HELD__" else key if c == "__KEY__" else c for c in template.co_consts)
+        consts = tuple(self._dispatch if c == "__HELD__" else key if c == "__KEY__" else c for c in template.co_consts)
         fields: Dict[str, Any] = {"co_consts": consts, "co_name": original.co_name}
         if sys.version_info >= (3, 11):
             fields["co_qualname"] = original.co_qualname
@@ -111,7 +134,7 @@ class Mediator:
     def _call(self, key: int, args: tuple, kwargs: dict) -> Any:
         entry = self._entries[key]
         if not self._released.is_set() and threading.get_ident() != self._owner:
-            if self._in_flight(sys._getframe(2)):
+            if self._in_flight(sys._getframe(3)):  # 0 _call, 1 _Dispatch, 2 trampoline, 3 its caller
                 self.passed += 1
                 return self._run_original(entry, args, kwargs)
             with self._lock:

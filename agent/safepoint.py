@@ -13,9 +13,13 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
-from . import generations
+from . import generations, lazy
 
 AGENT_THREAD_PREFIX = "dynupdate-agent"
+#: a thread running a lazy state transfer is doing old-generation work: the swap waits for it,
+#: and the mediator lets its calls through instead of holding them (which deadlocked the wait)
+_LAZY_TRANSFER = lazy.LazyClass._transfer.__code__
+_MEDIATOR_FILE = "<dynupdate mediator>"
 
 
 class SafePoint:
@@ -36,9 +40,13 @@ class SafePoint:
         old_activity = act_gen is not None and act_gen < self.generation
         while frame is not None:
             code = frame.f_code
-            if code in self.codes:
+            if code.co_filename == _MEDIATOR_FILE:
+                pass  # parked at the mediator's entry (its globals are the module's): held, not running old code
+            elif code in self.codes:
                 reasons.append(f"{getattr(code, 'co_qualname', code.co_name)} "
                                f"({code.co_filename}:{frame.f_lineno})")
+            elif code is _LAZY_TRANSFER:
+                reasons.append("a lazy state transfer in progress")
             elif old_activity and id(frame.f_globals) in self.module_dicts:
                 reasons.append(f"activity of generation {act_gen} in {frame.f_globals.get('__name__')}")
             frame = frame.f_back

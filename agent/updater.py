@@ -87,7 +87,8 @@ def _validate_bundle(bundle: Any) -> Dict[str, Any]:
         if bundle.get("signature") is None:
             raise UpdateError("SignatureError", "this process only accepts signed bundles; "
                               "sign with `dynupdate apply --key-file KEY`")
-        if not signing.verify(key, bundle["manifest"], digests, bundle.get("signature")):
+        if not signing.verify(key, bundle["manifest"], digests, bundle.get("signature"),
+                              fields=signing.bundle_fields(bundle)):
             raise UpdateError("SignatureError", "the bundle's signature does not match this process's key")
     return bundle
 
@@ -322,7 +323,8 @@ def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any],
     out = []
     for mp in modules:
         for pair in (p for p in mp.classes if diff.TRANSFER in vars(p.new)):
-            is_lazy = lazy_flag if lazy_flag is not None else bool(vars(pair.new).get(diff.LAZY, bundle["lazy"]))
+            default = bundle.get("lazy", False)  # optional in a request: a missing key is not an error
+            is_lazy = lazy_flag if lazy_flag is not None else bool(vars(pair.new).get(diff.LAZY, default))
             if is_lazy and factories.is_updatable(pair.live):
                 out.append((pair.live, [], factories.count(pair.live), True))
             else:

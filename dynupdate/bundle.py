@@ -101,7 +101,8 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None) -> Dict[str, Any]:
         "signature": None,
     }
     if key is not None:
-        bundle["signature"] = signing.sign(key, text, {m["name"]: m["sha256"] for m in loaded})
+        bundle["signature"] = signing.sign(key, text, {m["name"]: m["sha256"] for m in loaded},
+                                           fields=signing.bundle_fields(bundle))
     return bundle
 
 

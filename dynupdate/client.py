@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from typing import Any, Callable, Dict, Optional
 
 from dynupdate_agent import paths, wire
@@ -17,6 +18,7 @@ from dynupdate_agent import paths, wire
 from . import errors
 
 ProgressCallback = Callable[[Dict[str, Any]], None]
+_UCRED = struct.Struct("3i")
 
 
 def agent_socket(pid: int, uid: Optional[int] = None) -> str:
@@ -58,6 +60,14 @@ class Client:
         except OSError as exc:
             sock.close()
             raise errors.TargetUnreachable(f"cannot connect to {path}: {exc}") from None
+        # Whoever could create that folder could also listen there: talk only to the target itself
+        # (the agent listens from inside it), never to an impostor that would receive our bundles.
+        peer_pid, peer_uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        if peer_pid != pid:
+            sock.close()
+            raise errors.TargetUnreachable(
+                f"{path} is served by pid {peer_pid} (uid {peer_uid}), not by pid {pid}; refusing to talk to it",
+                hint=f"another user may have created {os.path.dirname(path)}; remove it (as root)")
         return cls(sock, pid, path)
 
     def close(self) -> None:
