@@ -107,9 +107,18 @@ def test_connection_dropped_mid_frame(rel, cut):
 
 
 def test_client_gone_before_the_reply(rel):
-    """A complete apply request, then the client closes at once: the update is abandoned."""
+    """A complete apply request, then the client closes before the reply: the update is abandoned.
+
+    A call held in flight keeps the update at its safe-point wait, so the agent
+    sees the disconnect before it could commit (no race with a fast apply).
+    """
+    call = hold_in_flight(rel, "g-gone")
+    generation = rel.status()["generation"]
     with raw_connect(rel) as s:
         s.sendall(frame({"type": "apply", "id": 1, "bundle": load_bundle(V2), "timeout": 10.0}))
+        wait_generation_above(rel, generation)
+    rel.gate("g-gone", "release")
+    call.wait()
     wait_not_busy(rel.pid)
     assert_at_base(rel, rel.before)
 
