@@ -27,9 +27,34 @@ V2 = str(PATCHES / "shop-v2")
 V3 = str(PATCHES / "shop-v3")
 
 
+_generated: List[str] = []
+
+
+def _generated_dir() -> str:
+    """Build the failure-case bundles from shop-v2 once per test process (tests/bundles/regenerate.py)."""
+    if not _generated:
+        import importlib.util
+        import tempfile
+
+        spec = importlib.util.spec_from_file_location("_du_regenerate", BUNDLES / "regenerate.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        import atexit
+        import shutil
+
+        out = tempfile.mkdtemp(prefix="du-bundles-")
+        atexit.register(shutil.rmtree, out, True)
+        module.main(out)
+        _generated.append(out)
+    return _generated[0]
+
+
 def bundle(name: str) -> str:
-    """A failure-case or helper bundle from tests/bundles."""
-    return str(BUNDLES / name)
+    """A helper bundle kept in tests/bundles, or a failure case built from shop-v2."""
+    kept = BUNDLES / name
+    if kept.is_dir():
+        return str(kept)
+    return os.path.join(_generated_dir(), name)
 
 
 class HTTPError(AssertionError):

@@ -1,11 +1,14 @@
-"""Regenerate the failure-case bundles from patches/shop-v2 (run after changing it).
+"""Build the failure-case bundles from patches/shop-v2.
 
-Each bundle here is shop-v2 with exactly one defect, so a partially applied
-update would be visible (prices double) while a correct engine changes nothing.
-    python tests/bundles/regenerate.py
+Each bundle is shop-v2 with exactly one defect, so a partially applied update
+would be visible (prices double) while a correct engine changes nothing. The
+tests build them into a temporary folder (tests/shoputil.py: `bundle()`), so
+they always follow shop-v2; to look at them:
+    python tests/bundles/regenerate.py OUT_DIR
 """
 import os
 import shutil
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 V2 = os.path.join(HERE, "..", "..", "patches", "shop-v2", "cart.py")
@@ -26,7 +29,7 @@ def manifest(name, version, modules, requires="base", comment="", extra=""):
 
 
 def write(bundle, files):
-    folder = os.path.join(HERE, bundle)
+    folder = os.path.join(_out[0], bundle)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     for name, text in files.items():
@@ -39,7 +42,12 @@ def replace(text, old, new):
     return text.replace(old, new, 1)
 
 
-def main():
+_out = [HERE]
+
+
+def main(out_dir=HERE):
+    """Write every failure-case bundle under `out_dir`."""
+    _out[0] = out_dir
     v2 = open(V2).read()
     tax = open(TAX).read()
     cart_only = {"shop.cart": "cart.py"}
@@ -134,4 +142,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else HERE)
