@@ -41,7 +41,7 @@ def _find():
     except ImportError:
         pass
     package = sys.modules.get(__name__.rpartition(".")[0])
-    directory = getattr(package, "_msgpack_dir", None) or os.environ.get("DYNUPDATE_MSGPACK_DIR")
+    directory = getattr(package, "_msgpack_dir", None)
     if not directory:
         raise ImportError("msgpack is not installed in this interpreter and no private copy was given")
     return _load_private(directory)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import factories
-from .plan import MISSING, Op, Plan, SetAttr, SetBases, SetCell, SetItem, UpdateFunction
+from .plan import MISSING, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
 REVERT = "__dynupdate_revert__"

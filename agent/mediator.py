@@ -87,8 +87,6 @@ class Mediator:
         self._lock = threading.Lock()
         self.held = 0
         self.passed = 0
-        #: fn -> replacement function, for functions replaced rather than updated in place
-        self.redirect: Dict[int, types.FunctionType] = {}
 
     @property
     def original_codes(self) -> Set[types.CodeType]:
@@ -140,10 +138,9 @@ class Mediator:
             with self._lock:
                 self.held += 1
             self._released.wait()
-        target = self.redirect.get(id(entry.fn), entry.fn)
-        if target.__code__ is entry.trampoline:
+        if entry.fn.__code__ is entry.trampoline:
             return self._run_code(entry, entry.current(), args, kwargs)
-        return target(*args, **kwargs)
+        return entry.fn(*args, **kwargs)
 
     def _run_original(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
         return self._run_code(entry, entry.original, args, kwargs)

@@ -157,17 +157,6 @@ class SetCell(Op):
             self.cell.cell_contents = self.old
 
 
-class SetBases(Op):
-    def __init__(self, cls: type, bases: tuple) -> None:
-        self.cls, self.bases, self.before = cls, bases, cls.__bases__
-
-    def apply(self) -> None:
-        self.cls.__bases__ = self.bases
-
-    def undo(self) -> None:
-        self.cls.__bases__ = self.before
-
-
 class Plan:
     """An ordered list of operations applied all-or-nothing."""
 

@@ -120,7 +120,7 @@ def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:
         "not-python": errors.NotPython,
     }.get(reason, errors.InjectionFailed)
     return cls(f"could not inject the agent into pid {pid}: {exc}",
-               hint=f"start the program with `dynupdate run` instead, or see README: Troubleshooting")
+               hint="start the program with `dynupdate run` instead, or see README: Troubleshooting")
 
 
 def connect(pid: int, *, inject: bool = True, notify: Optional[Notify] = None,

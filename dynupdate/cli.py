@@ -256,9 +256,6 @@ def demo(keep: bool) -> None:
     run_demo(keep=keep)
 
 
-_RESULT_KEYS = ("version", "previous_version", "phases", "updated", "warnings")
-
-
 def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
     """The published JSON shape of `status --json`: exactly these keys, whatever else the agent sends."""
     agent = data.get("agent") or {}

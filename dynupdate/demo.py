@@ -8,7 +8,6 @@ misbehaves makes the demo fail with a non-zero exit.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
