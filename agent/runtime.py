@@ -38,14 +38,12 @@ def _read_key(key_file: Optional[str]) -> Optional[bytes]:
     key_file = key_file or os.environ.get("DYNUPDATE_KEY_FILE")
     if not key_file:
         return None
+    from . import signing
+
     try:
-        with open(key_file, "rb") as fh:
-            key = fh.read().strip()
-    except OSError as exc:
-        raise AgentStartError(f"cannot read the signing key file {key_file!r}: {exc.strerror}") from None
-    if not key:
-        raise AgentStartError(f"the signing key file {key_file!r} is empty")
-    return key
+        return signing.read_key(key_file)
+    except signing.KeyFileError as exc:
+        raise AgentStartError(str(exc)) from None
 
 
 def start(key_file: Optional[str] = None) -> str:

@@ -59,38 +59,12 @@ def _timeout(request: Dict[str, Any]) -> float:
     return value
 
 
-def _validate_bundle(bundle: Any) -> Dict[str, Any]:
-    _check_type(bundle, dict, "bundle")
-    for key in ("name", "version", "manifest"):
-        _check_type(bundle.get(key), str, f"bundle.{key}")
-    _check_type(bundle.get("requires"), str, "bundle.requires", optional=True)
-    _check_type(bundle.get("lazy", False), bool, "bundle.lazy")
-    modules = _check_type(bundle.get("modules"), list, "bundle.modules")
-    if not modules:
-        raise UpdateError("BadRequest", "bundle.modules is empty")
-    names = [m.get("name") if isinstance(m, dict) else None for m in modules]
-    if len(set(map(repr, names))) != len(names):
-        raise UpdateError("BadRequest", "bundle.modules names a module twice")
-    for i, mod in enumerate(modules):
-        _check_type(mod, dict, f"bundle.modules[{i}]")
-        for key in ("name", "source", "sha256"):
-            _check_type(mod.get(key), str, f"bundle.modules[{i}].{key}")
-        _check_type(mod.get("file", ""), str, f"bundle.modules[{i}].file")
-        actual = signing.digest(mod["source"].encode("utf-8"))
-        if actual != mod["sha256"]:
-            raise UpdateError("DigestMismatch", f"module {mod['name']!r}: sha256 of the received source is "
-                              f"{actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was altered "
-                              f"in transit or on disk. Nothing was changed.")
-    key = runtime.signing_key()
-    if key is not None:
-        digests = {m["name"]: m["sha256"] for m in modules}
-        if bundle.get("signature") is None:
-            raise UpdateError("SignatureError", "this process only accepts signed bundles; "
-                              "sign with `dynupdate apply --key-file KEY`")
-        if not signing.verify(key, bundle["manifest"], digests, bundle.get("signature"),
-                              fields=signing.bundle_fields(bundle)):
-            raise UpdateError("SignatureError", "the bundle's signature does not match this process's key")
-    return bundle
+def _validate_bundle(request: Dict[str, Any]) -> Dict[str, Any]:
+    """The request's bundle, checked against the one schema (agent/wire.py) and this process's key."""
+    try:
+        return signing.checked_bundle(request, runtime.signing_key())
+    except wire.RequestError as exc:
+        raise UpdateError(exc.kind, exc.message) from None
 
 
 # --- the transaction shared by apply and rollback ------------------------------
@@ -242,7 +216,7 @@ class _Undo:
 
 
 def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
-    bundle = _validate_bundle(request.get("bundle"))
+    bundle = _validate_bundle(request)
     timeout = _timeout(request)
     lazy_flag = _check_type(request.get("lazy"), bool, "lazy", optional=True)
     dry_run = bool(_check_type(request.get("dry_run", False), bool, "dry_run"))

@@ -226,7 +226,7 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
     from .bundle import load_bundle, read_key
 
     _set_json(as_json, "apply", pid)
-    loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None)
+    loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, lazy=lazy)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
         loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p))
 
