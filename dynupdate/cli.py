@@ -32,7 +32,7 @@ def _notifier(as_json: bool) -> Callable[[str], None]:
 
     def notify(message: str) -> None:
         if not as_json:
-            render.err.print(f"[cyan]{message}[/]", markup=True)
+            render.err.print(render.txt(message, "cyan", multiline=True))
     return notify
 
 
@@ -98,8 +98,9 @@ def attach(pid: int, inject_timeout: float, as_json: bool) -> None:
         render.emit_json({"ok": True, "pid": pid, "injected": injected, "agent": hello})
     else:
         state = "injected and listening" if injected else "already running"
-        render.out.print(f"agent {state} in pid {pid} (agent {hello['agent_version']}, "
-                         f"Python {hello['python']}, socket {hello['socket']})")
+        render.out.print(render.line(f"agent {state} in pid {pid} (agent ", render.txt(hello.get("agent_version")),
+                                     ", Python ", render.txt(hello.get("python")), ", socket ",
+                                     render.txt(hello.get("socket")), ")"))
 
 
 @cli.command()
@@ -161,10 +162,10 @@ def check(bundle: str, key_file: Optional[str], as_json: bool) -> None:
     if as_json:
         render.emit_json(summary)
     else:
-        render.out.print(f"bundle [bold]{loaded['name']}[/] -> version [bold]{loaded['version']}[/] is valid",
-                         markup=True)
+        render.out.print(render.line("bundle ", render.txt(loaded["name"], "bold"), " -> version ",
+                                     render.txt(loaded["version"], "bold"), " is valid"))
         for m in loaded["modules"]:
-            render.out.print(f"  {m['name']:<30} {m['file']:<24} sha256 {m['sha256'][:16]}…")
+            render.out.print(render.txt(f"  {m['name']:<30} {m['file']:<24} sha256 {m['sha256'][:16]}…"))
 
 
 def _progress_printer(as_json: bool):
@@ -178,7 +179,7 @@ def _progress_printer(as_json: bool):
         text = render.describe_progress(event)
         status_line.update(text)
         if event.get("done_phase"):
-            render.err.print(f"  [green]✓[/] {event['done_phase']}", markup=True)
+            render.err.print(render.line("  ", ("✓", "green"), " ", render.txt(event["done_phase"])))
     return status_line, on_progress
 
 
