@@ -101,8 +101,8 @@ HISTORY_KEYS = ("name", "version", "applied_at")
 THREAD_KEYS = ("id", "name", "generation", "in_activity")
 FACTORY_KEYS = ("class", "instances", "pending")
 STATUS_AGENT_KEYS = ("version", "python", "started_at", "socket")
-#: keys of each `ps --json` row
-PS_KEYS = ("pid", "user", "cmdline", "agent", "agent_version")
+#: keys of each `ps --json` row (`version`: the running code's version label, None without an agent)
+PS_KEYS = ("pid", "user", "cmdline", "agent", "agent_version", "version")
 
 
 class ProtocolError(Exception):

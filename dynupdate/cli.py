@@ -258,28 +258,31 @@ def demo(keep: bool) -> None:
 
 
 def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
-    """The published JSON shape of `status --json`: exactly these keys, whatever else the agent sends."""
+    """The published JSON shape of `status --json`: exactly the keys of the schema (agent/wire.py)."""
+    from dynupdate_agent import wire
+
+    def pick(row: Any, keys: tuple) -> Dict[str, Any]:
+        row = row if isinstance(row, dict) else {}
+        return {key: row.get(key) for key in keys}
+
     agent = data.get("agent") or {}
-    return {
-        "pid": data.get("pid"),
-        "version": data.get("version"),
-        "history": [{"name": h.get("name"), "version": h.get("version"), "applied_at": h.get("applied_at")}
-                    for h in data.get("history") or []],
-        "generation": data.get("generation"),
-        "threads": [{"id": t.get("id"), "name": t.get("name"), "generation": t.get("generation"),
-                     "in_activity": bool(t.get("in_activity"))} for t in data.get("threads") or []],
-        "factories": [{"class": f.get("class"), "instances": f.get("instances"), "pending": f.get("pending", 0)}
-                      for f in data.get("factories") or []],
-        "agent": {"version": agent.get("version"), "python": agent.get("python"),
-                  "started_at": agent.get("started_at"), "socket": agent.get("socket")},
-    }
+    obj = pick(data, wire.STATUS_KEYS)
+    obj["history"] = [pick(h, wire.HISTORY_KEYS) for h in data.get("history") or []]
+    obj["threads"] = [dict(pick(t, wire.THREAD_KEYS), in_activity=bool(t.get("in_activity")))
+                      for t in data.get("threads") or []]
+    obj["factories"] = [dict(pick(f, wire.FACTORY_KEYS), pending=f.get("pending", 0))
+                        for f in data.get("factories") or []]
+    obj["agent"] = pick(agent, wire.STATUS_AGENT_KEYS)
+    return obj
 
 
 def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],
                 error: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The published JSON shape of apply/rollback, for success and failure alike."""
+    """The published JSON shape of apply/rollback, for success and failure alike (keys: wire.RESULT_KEYS)."""
+    from dynupdate_agent import wire
+
     result = result or {}
-    obj: Dict[str, Any] = {
+    values: Dict[str, Any] = {
         "ok": error is None and bool(result.get("ok", True)),
         "pid": pid,
         "version": result.get("version"),
@@ -289,6 +292,7 @@ def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],
         "warnings": result.get("warnings") or [],
         "error": error,
     }
+    obj = {key: values[key] for key in wire.RESULT_KEYS}
     for key in ("dry_run", "plan", "planned_version", "bundle"):
         if key in result:
             obj[key] = result[key]

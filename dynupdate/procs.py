@@ -13,6 +13,8 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from dynupdate_agent import wire
+
 from . import errors
 from .attach import _looks_like_python
 from .client import Client, agent_socket
@@ -78,4 +80,4 @@ def python_processes() -> List[Dict[str, Any]]:
             row.update(agent=agent_version is not None, agent_version=agent_version, version=version)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return rows
+    return [{key: row[key] for key in wire.PS_KEYS} for row in rows]
