@@ -38,7 +38,7 @@ def _probe(pid: int) -> Tuple[Optional[str], Optional[str]]:
             data = client.status()
     except (errors.DynupdateError, OSError, ValueError):
         return None, None
-    agent = data.get("agent") if isinstance(data.get("agent"), dict) else {}
+    agent: Dict[str, Any] = data["agent"] if isinstance(data.get("agent"), dict) else {}
     version, code_version = agent.get("version"), data.get("version")
     return (None if version is None else str(version)), (None if code_version is None else str(code_version))
 

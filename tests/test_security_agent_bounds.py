@@ -20,7 +20,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 
 import msgpack
 import pytest

@@ -21,7 +21,7 @@ import pytest
 from conftest import TARGETS, dynupdate
 
 sys.path.insert(0, str(TARGETS))
-from rel_helpers import V2, assert_at_base, module_output, snapshot, start_module_target, start_rel  # noqa: E402,F401
+from rel_helpers import V2, assert_at_base, module_output, snapshot, start_module_target, start_rel  # noqa: E402,F401,F811
 
 from dynupdate import errors  # noqa: E402
 from dynupdate.bundle import load_bundle, read_key  # noqa: E402
@@ -56,7 +56,7 @@ def three(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def signed(start_module_target, key_path):
+def signed(start_module_target, key_path):  # noqa: F811
     rel = start_rel(start_module_target, "--items", "10", env={"DYNUPDATE_KEY_FILE": key_path})
     rel.before = snapshot(rel)
     return rel
