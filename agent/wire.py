@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
@@ -210,8 +211,6 @@ class Budget:
     """
 
     def __init__(self, limit: int) -> None:
-        import threading
-
         self.limit = limit
         self.used = 0
         self.peak = 0
