@@ -17,7 +17,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, runtime, signing, wire
+from . import diff, factories, generations, history, instances, lazy, refusals, runtime, signing, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -244,6 +244,10 @@ class _Undo:
 def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     bundle = _validate_bundle(request.get("bundle"))
     timeout = _timeout(request)
+    allow_stdlib = bool(_check_type(request.get("allow_stdlib", False), bool, "allow_stdlib"))
+    refused = refusals.first_refusal([m["name"] for m in bundle["modules"]], allow_stdlib)
+    if refused is not None:
+        raise UpdateError("RefusedModule", refused)
     lazy_flag = _check_type(request.get("lazy"), bool, "lazy", optional=True)
     dry_run = bool(_check_type(request.get("dry_run", False), bool, "dry_run"))
     previous = history.current_version()

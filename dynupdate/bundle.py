@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Dict, Optional
 
-from dynupdate_agent import signing
+from dynupdate_agent import refusals, signing
 
 from .errors import BundleError
 
@@ -73,8 +73,11 @@ def _load_module(folder: str, name: str, rel: Any, manifest_path: str) -> Dict[s
     return {"name": name, "file": rel, "source": source, "sha256": signing.digest(data)}
 
 
-def load_bundle(folder: str, *, key: Optional[bytes] = None) -> Dict[str, Any]:
-    """Validate the bundle in `folder` and return it in the form sent to the agent."""
+def load_bundle(folder: str, *, key: Optional[bytes] = None, allow_stdlib: bool = False) -> Dict[str, Any]:
+    """Validate the bundle in `folder` and return it in the form sent to the agent.
+
+    `allow_stdlib`: accept standard-library modules (see dynupdate_agent.refusals).
+    """
     folder = os.path.abspath(folder)
     text, manifest = _read_manifest(folder)
     path = os.path.join(folder, MANIFEST)
@@ -89,6 +92,9 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None) -> Dict[str, Any]:
     modules = manifest.get("modules")
     if not isinstance(modules, dict) or not modules:
         raise BundleError(f"{path}: a [modules] table mapping module names to files is required")
+    refused = refusals.first_refusal([str(mod) for mod in modules], allow_stdlib)
+    if refused is not None:
+        raise BundleError(f"{path}: {refused}")
     loaded = [_load_module(folder, mod, rel, path) for mod, rel in modules.items()]
     bundle = {
         "name": name,
