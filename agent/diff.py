@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import builtins
 import functools
-import linecache
 import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import factories
+from . import factories, sources
 from .plan import MISSING, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
@@ -82,8 +81,6 @@ def execute_source(name: str, source: str, filename: str, live: Optional[types.M
             if key in vars(live):
                 namespace[key] = vars(live)[key]
     namespace.setdefault("__package__", package)
-    lines = source.splitlines(True)
-    linecache.cache[filename] = (len(source), None, lines, filename)
     code = compile(source, filename, "exec", dont_inherit=True)
     with factories.deferred_registration() as deferred:
         exec(code, namespace)
@@ -448,8 +445,10 @@ def _is_code(value: Any, ours) -> bool:
 def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     """Prepare one module of a bundle (compile, run in a throwaway namespace, diff)."""
     live = sys.modules.get(name)
+    lease = sources.SourceLease(filename, source)  # settled when the request ends (see sources.py)
     namespace = execute_source(name, source, filename, live)
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
+    lease.keep_with(mp.plan)
     if live is None:
         mp.installed_new = True
         return mp

@@ -17,7 +17,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, refusals, runtime, signing, wire
+from . import diff, factories, generations, history, instances, lazy, refusals, runtime, signing, sources, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -522,8 +522,11 @@ def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dic
                                 "wait for it to finish and try again",
                                 version=history.current_version(), previous_version=history.current_version())
     try:
-        return work(request, peer)
+        reply = work(request, peer)
+        sources.settle(keep=bool(reply.get("ok")) and not reply.get("dry_run"))
+        return reply
     except Exception as exc:
+        sources.settle(keep=False)  # a failed update's sources leave linecache with it
         if not isinstance(exc, UpdateError):
             exc = _fail(type(exc).__name__, f"{type(exc).__name__}: {exc}; nothing was changed", exc)
         current = history.current_version()

@@ -1,6 +1,7 @@
 """Test target for the reference rules (issue 8 item 3): a threaded HTTP server.
 
-GET /eval?expr=EXPR evaluates EXPR with `svc`, `holders`, `deco`, `probe` in
+GET /eval?expr=EXPR evaluates EXPR with `svc`, `holders`, `deco`, `tiny`,
+`probe` and the modules named in $REFS_IMPORT (found on $REFS_EXTRA_PATH) in
 scope and answers {"value": ...} (repr() of anything JSON cannot carry), or
 HTTP 500 {"error": ...}. Test-only: it listens on 127.0.0.1 and an ephemeral
 port printed as `READY <port>`.
@@ -15,7 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from refsapp import deco, holders, svc  # noqa: E402
+from refsapp import deco, holders, svc, tiny  # noqa: E402
+
+for extra in filter(None, os.environ.get("REFS_EXTRA_PATH", "").split(os.pathsep)):
+    sys.path.append(extra)
+extra_modules = {name: __import__(name) for name in filter(None, os.environ.get("REFS_IMPORT", "").split(","))}
 
 
 def held_calls():
@@ -63,7 +68,8 @@ class Handler(BaseHTTPRequestHandler):
         status, body = 404, {"error": "unknown path"}
         if url.path == "/eval":
             try:
-                scope = {"svc": svc, "holders": holders, "deco": deco, "probe": probe, "sys": sys}
+                scope = {"svc": svc, "holders": holders, "deco": deco, "tiny": tiny, "probe": probe, "sys": sys,
+                         **extra_modules}
                 status, body = 200, {"value": jsonable(eval(query["expr"], scope))}
             except Exception as exc:
                 status, body = 500, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
