@@ -65,6 +65,13 @@ _SEND_TIMEOUT = struct.pack("ll", SEND_TIMEOUT, 0)
 MAX_BACKOFF = 1.0
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class Server:
     """Serve requests on a listening Unix socket until closed.
 
@@ -87,18 +94,25 @@ class Server:
         self._degraded = ""  # why the last connection was refused for lack of resources ("" when fine)
 
     def bind(self) -> None:
-        """Bind with mode 0600 before anyone could connect, then listen."""
+        """Bind under a temporary name, make it 0600, listen, then rename it into place.
+
+        The process-wide umask is never touched: bind() releases the GIL, so an
+        application thread creating a file meanwhile would get our umask. The
+        folder is already private (0700, see paths.py), so nobody else can reach
+        the socket before the chmod, and clients only ever see the final path
+        once it is 0600 and listening (rename is atomic).
+        """
+        directory, name = os.path.split(self.path)
+        staging = os.path.join(directory, f".{name}.{threading.get_ident()}.tmp")
+        _unlink(staging)
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        old_umask = os.umask(0o177)
-        try:
-            self._sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        self._sock.listen(16)
+            self._sock.bind(staging)
+            os.chmod(staging, 0o600)
+            self._sock.listen(16)
+            os.replace(staging, self.path)
+        except BaseException:
+            _unlink(staging)
+            raise
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._accept_loop, name="dynupdate-agent", daemon=True)

@@ -17,7 +17,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, runtime, signing, wire
+from . import diff, factories, generations, history, instances, lazy, refusals, runtime, signing, sources, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -218,6 +218,10 @@ class _Undo:
 def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     bundle = _validate_bundle(request)
     timeout = _timeout(request)
+    allow_stdlib = bool(_check_type(request.get("allow_stdlib", False), bool, "allow_stdlib"))
+    refused = refusals.first_refusal([m["name"] for m in bundle["modules"]], allow_stdlib)
+    if refused is not None:
+        raise UpdateError("RefusedModule", refused)
     lazy_flag = _check_type(request.get("lazy"), bool, "lazy", optional=True)
     dry_run = bool(_check_type(request.get("dry_run", False), bool, "dry_run"))
     previous = history.current_version()
@@ -492,8 +496,11 @@ def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dic
                                 "wait for it to finish and try again",
                                 version=history.current_version(), previous_version=history.current_version())
     try:
-        return work(request, peer)
+        reply = work(request, peer)
+        sources.settle(keep=bool(reply.get("ok")) and not reply.get("dry_run"))
+        return reply
     except Exception as exc:
+        sources.settle(keep=False)  # a failed update's sources leave linecache with it
         if not isinstance(exc, UpdateError):
             exc = _fail(type(exc).__name__, f"{type(exc).__name__}: {exc}; nothing was changed", exc)
         current = history.current_version()

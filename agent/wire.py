@@ -78,6 +78,7 @@ REQUESTS: Dict[str, Tuple[Field, ...]] = {
         Field("lazy", _OPT_BOOL, required=False, signed=True),
         Field("timeout", _NUMBER, required=False),
         Field("dry_run", _BOOL, required=False),
+        Field("allow_stdlib", _OPT_BOOL, required=False, signed=True),
     ),
     "rollback": (
         Field("to", _OPT_STR, required=False),

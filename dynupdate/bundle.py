@@ -11,7 +11,7 @@ import os
 import stat
 from typing import Any, Dict, Optional, Tuple
 
-from dynupdate_agent import signing, wire
+from dynupdate_agent import refusals, signing, wire
 
 from .errors import BundleError
 
@@ -140,12 +140,14 @@ def _load_module(folder: str, name: str, rel: Any, manifest_path: str) -> Dict[s
     return {"name": name, "file": rel, "source": source, "sha256": signing.digest(source.encode("utf-8"))}
 
 
-def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool] = None) -> Dict[str, Any]:
+def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool] = None,
+                allow_stdlib: bool = False) -> Dict[str, Any]:
     """Validate the bundle in `folder` and return it in the form sent to the agent.
 
-    With `key` the bundle is signed for an apply whose request-level `lazy`
-    option is `lazy` (None: the bundle's own default); a target that requires
-    signatures refuses the same bundle sent with another `lazy`.
+    With `key` the bundle is signed for an apply whose request-level options
+    are `lazy` (None: the bundle's own default) and `allow_stdlib`; a target
+    that requires signatures refuses the same bundle sent with other options.
+    `allow_stdlib`: accept standard-library modules (see dynupdate_agent.refusals).
     """
     folder = os.path.realpath(folder)
     text, manifest = _read_manifest(folder)
@@ -161,6 +163,9 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool
     modules = manifest.get("modules")
     if not isinstance(modules, dict) or not modules:
         raise BundleError(f"{path}: a [modules] table mapping module names to files is required")
+    refused = refusals.first_refusal([str(mod) for mod in modules], allow_stdlib)
+    if refused is not None:
+        raise BundleError(f"{path}: {refused}")
     loaded = [_load_module(folder, mod, rel, path) for mod, rel in modules.items()]
     bundle = {
         "name": name,
@@ -177,7 +182,8 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool
     except wire.RequestError as exc:
         raise BundleError(f"{folder}: {exc.message}") from None
     if key is not None:
-        bundle["signature"] = signing.sign(key, bundle, {"lazy": lazy})
+        # the client sends allow_stdlib only when it is true: absent and false are the same request
+        bundle["signature"] = signing.sign(key, bundle, {"lazy": lazy, "allow_stdlib": True if allow_stdlib else None})
     return bundle
 
 

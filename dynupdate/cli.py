@@ -19,6 +19,9 @@ pid_option = click.option("--pid", "-p", type=int, required=True, help="Process 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
                               help="Seconds to wait for a safe point before giving up (exit 4, nothing changed).")
+allow_stdlib_option = click.option("--allow-stdlib", is_flag=True,
+                                   help="Allow patching standard-library modules (refused by default; "
+                                        "the agent's own modules and msgpack are never allowed).")
 key_option = click.option("--key-file", type=click.Path(dir_okay=False), default=None,
                           help="Sign the bundle with this key (targets started with DYNUPDATE_KEY_FILE require it).")
 
@@ -144,8 +147,9 @@ def ps(as_json: bool) -> None:
 @cli.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @key_option
+@allow_stdlib_option
 @json_option
-def check(bundle: str, key_file: Optional[str], as_json: bool) -> None:
+def check(bundle: str, key_file: Optional[str], allow_stdlib: bool, as_json: bool) -> None:
     """Validate a patch bundle without contacting any process (exit 2 if invalid).
 
     \b
@@ -155,7 +159,7 @@ def check(bundle: str, key_file: Optional[str], as_json: bool) -> None:
     from .bundle import load_bundle, read_key
 
     _set_json(as_json, "check")
-    loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None)
+    loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, allow_stdlib=allow_stdlib)
     summary = {"ok": True, "name": loaded["name"], "version": loaded["version"], "requires": loaded["requires"],
                "lazy": loaded["lazy"], "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
                "signed": loaded["signature"] is not None}
@@ -209,9 +213,10 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
 @timeout_option
 @click.option("--dry-run", is_flag=True, help="Prepare and check everything in the target, report, change nothing.")
 @key_option
+@allow_stdlib_option
 @json_option
 def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool,
-          key_file: Optional[str], as_json: bool) -> None:
+          key_file: Optional[str], allow_stdlib: bool, as_json: bool) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
     The bundle is validated here first (exit 2 if invalid). The agent is
@@ -227,9 +232,10 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
     from .bundle import load_bundle, read_key
 
     _set_json(as_json, "apply", pid)
-    loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, lazy=lazy)
+    loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, lazy=lazy,
+                         allow_stdlib=allow_stdlib)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
-        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p))
+        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p, allow_stdlib=allow_stdlib))
 
 
 @cli.command()

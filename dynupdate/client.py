@@ -140,10 +140,12 @@ class Client:
         return self.request("status", total_timeout=self.timeout)
 
     def apply(self, bundle: Dict[str, Any], *, lazy: Optional[bool] = None, timeout: float = 10.0,
-              dry_run: bool = False, on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+              dry_run: bool = False, on_progress: Optional[ProgressCallback] = None,
+              allow_stdlib: bool = False) -> Dict[str, Any]:
         """Apply a loaded bundle (see dynupdate.bundle.load_bundle)."""
+        extra = {"allow_stdlib": True} if allow_stdlib else {}  # sent only when asked for
         return self.request("apply", bundle=bundle, lazy=lazy, timeout=float(timeout), dry_run=dry_run,
-                            on_progress=on_progress, io_timeout=timeout + 60)
+                            on_progress=on_progress, io_timeout=timeout + 60, **extra)
 
     def rollback(self, *, to: Optional[str] = None, timeout: float = 10.0,
                  on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
