@@ -6,7 +6,6 @@ line to a marker file, so "ran exactly once" is checked from outside.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import select
@@ -25,20 +24,7 @@ TARGETS = os.path.join(HERE, "targets")
 ROOT = os.path.dirname(HERE)
 
 
-def _load_inject():
-    """dynupdate.inject, imported by path when the package __init__ is not there yet."""
-    try:
-        from dynupdate import inject  # type: ignore
-        return inject
-    except ImportError:
-        spec = importlib.util.spec_from_file_location("dynupdate_inject_under_test",
-                                                      os.path.join(ROOT, "dynupdate", "inject.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-
-inj = _load_inject()
+from dynupdate import inject as inj  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
 
@@ -291,7 +277,12 @@ def _gdb_in_call(injector_pid: int) -> bool:
         except psutil.NoSuchProcess:
             continue
         if cmd and os.path.basename(cmd[0]) == "gdb" and "-x" in cmd:
-            phase = os.path.join(os.path.dirname(cmd[cmd.index("-x") + 1]), "phase")
+            try:
+                with open(f"/proc/{child.pid}/environ", "rb") as fh:
+                    env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+            except OSError:
+                return False
+            phase = os.path.join(os.path.dirname(env.get(b"DYNUPDATE_INJECT_CONFIG", b"").decode()), "phase")
             try:
                 with open(phase) as fh:
                     return fh.read() == "call"
@@ -308,10 +299,8 @@ def test_injector_killed_mid_call_leaves_target_intact(tmp_path):
     env = dict(os.environ, INJ_GIL_N="25")
     target = Target([sys.executable, os.path.join(TARGETS, "inj_gil.py"), str(tmp_path)], ready_timeout=30, env=env)
     injector = subprocess.Popen([sys.executable, "-c", (
-        "import sys, importlib.util; spec = importlib.util.spec_from_file_location('i', sys.argv[1]); "
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-        "m.inject(int(sys.argv[2]), sys.argv[3], timeout=60)"),
-        os.path.join(ROOT, "dynupdate", "inject.py"), str(target.pid), marker_code(marker)])
+        "import sys; from dynupdate import inject; inject.inject(int(sys.argv[1]), sys.argv[2], timeout=60)"),
+        str(target.pid), marker_code(marker)])
     try:
         in_call = wait_for(lambda: _gdb_in_call(injector.pid), 20)
         gdbs = psutil.Process(injector.pid).children()
