@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import shutil
 import socket
@@ -336,5 +337,27 @@ def test_short_timeout_while_gil_is_held(tmp_path):
         open(str(tmp_path / "stop"), "w").close()
         assert target.wait_exit(30) == 0
         assert marker_lines(marker) <= 1
+    finally:
+        target.close()
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN_PY), reason="no Debian python3.11")
+def test_stripped_cpu_bound_twenty_injections_without_a_miss(tmp_path, caplog):
+    """Issue #8 item 7: a CPU-bound -S stripped interpreter whose main thread is often caught in a
+    short system call; the injector samples again until it finds a moment, 20 times in a row."""
+    caplog.set_level(logging.DEBUG, logger="dynupdate.inject.driver")
+    marker = str(tmp_path / "marker")
+    target = Target([DEBIAN_PY, "-S", os.path.join(TARGETS, "inj_cpu.py"), str(tmp_path), "spin", "2"])
+    try:
+        assert progresses(str(tmp_path / "progress-0"))
+        for i in range(20):
+            inj.inject(target.pid, marker_code(marker), timeout=20)
+            assert marker_lines(marker) == i + 1
+        assert progresses(str(tmp_path / "progress-0")) and progresses(str(tmp_path / "progress-1"))
+        open(str(tmp_path / "stop"), "w").close()
+        assert target.wait_exit(15) == 0
+        assert marker_lines(marker) == 20
+        samples = [int(m) for m in re.findall(r'"samples": (\d+)', caplog.text)]
+        print("samples per injection:", samples)
     finally:
         target.close()
