@@ -436,9 +436,8 @@ def check_target(pid: int) -> Tuple[Dict[str, str], Tuple[int, int]]:
         raise InjectionError("not-python", f"pid {pid} ({fields.get('Name', '?')}) is not a Python process; "
                              "`dynupdate ps` lists the Python processes you can update")
     if version != UNKNOWN_VERSION and version < MIN_PYTHON:
-        raise InjectionError("unsupported-python", f"pid {pid} runs unsupported Python {version[0]}.{version[1]}: "
-                             f"dynupdate needs CPython >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} in the target "
-                             "(upgrade its interpreter, or restart it under a supported one)")
+        raise InjectionError("unsupported-python", f"pid {pid} runs unsupported Python {version[0]}.{version[1]} "
+                             f"(dynupdate needs CPython >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} in the target)")
     return fields, version
 
 
