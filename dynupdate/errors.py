@@ -64,6 +64,10 @@ class AccessDenied(TargetUnreachable):
     pass
 
 
+class UnsupportedPython(TargetUnreachable):
+    """The target runs a CPython older than the agent supports; found from /proc before any injection."""
+
+
 class GdbMissing(TargetUnreachable):
     pass
 
