@@ -11,6 +11,7 @@ releases held calls onto the old code: the process stays on its previous version
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import traceback
@@ -83,8 +84,6 @@ class Transaction:
         self.lazy_detached: List[lazy.LazyClass] = []
         self._phase_start = time.monotonic()
         self._phase = "prepare"
-        #: tracked-instance counts of updatable classes at prepare time
-        self.tracked: Dict[type, int] = {}
 
     def phase(self, name: str, message: str = "") -> None:
         now = time.monotonic()
@@ -237,9 +236,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     warnings = [w for mp in modules for w in mp.warnings]
     if pending:
         warnings.append(f"completed {pending} pending lazy transfer(s) of the previous update first")
-    transfers = _plan_transfers(modules, bundle, lazy_flag)
-    tx.tracked = {cls: factories.count(cls) for cls, _, _, is_lazy in transfers
-                  if factories.is_updatable(cls) and not is_lazy}
+    census, transfers = _plan_transfers(modules, bundle, lazy_flag)
     updated = {
         "functions": sum(mp.functions for mp in modules),
         "classes": sum(len(mp.classes) for mp in modules),
@@ -261,7 +258,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         finder = _swap(tx, modules)
         mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
                                      [pair.live for mp in modules for pair in mp.classes]))
-        _transfer(tx, modules, transfers)
+        updated["instances"] = _transfer(tx, modules, transfers, census)
         tx.require_client("the state transfer")
         history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
                                    summary=dict(updated), undo=_Undo(modules, finder)))
@@ -291,24 +288,23 @@ def _prepare_module(bundle: Dict[str, Any], mod: Dict[str, Any]) -> diff.ModuleP
                     f"{type(exc).__name__}: {exc}; nothing was changed", exc) from None
 
 
-def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any],
-                    lazy_flag: Optional[bool]) -> List[Tuple[type, List[Any], int, bool]]:
-    """(live class, instances, count, lazy?) for every updated class with a transfer hook.
+def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any], lazy_flag: Optional[bool]
+                    ) -> Tuple[instances.Census, List[Tuple[type, List[Any], int, bool]]]:
+    """(live class, [], count at prepare, lazy?) for every updated class with a transfer hook,
+    and the census that decides their instance sets at the safe point (`_transfer`).
 
-    Lazy transfers of `updatable` classes only need a count, so they never walk
-    the instance list (the work, and the GC pressure, would otherwise grow with N).
+    The census also covers classes the patch makes `updatable` (their factory is
+    seeded with the instances that exist). It is closed when the request ends.
     """
-    out = []
+    out: List[Tuple[type, List[Any], int, bool]] = []
     for mp in modules:
         for pair in (p for p in mp.classes if diff.TRANSFER in vars(p.new)):
             default = bundle.get("lazy", False)  # optional in a request: a missing key is not an error
             is_lazy = lazy_flag if lazy_flag is not None else bool(vars(pair.new).get(diff.LAZY, default))
-            if is_lazy and factories.is_updatable(pair.live):
-                out.append((pair.live, [], factories.count(pair.live), True))
-            else:
-                objs = instances.find([pair.live])[pair.live]
-                out.append((pair.live, objs, len(objs), is_lazy))
-    return out
+            out.append((pair.live, [], 0, is_lazy))
+    census = instances.Census([cls for cls, _, _, _ in out] + [cls for mp in modules for cls in mp.new_factories])
+    counts = census.prepare()
+    return census, [(cls, objs, counts[cls], is_lazy) for cls, objs, _, is_lazy in out]
 
 
 def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFinder]:
@@ -329,25 +325,33 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
         op = InstallFinder(finder)
         tx.extra_ops.append(op)
         op.apply()
-    for mp in modules:
-        for cls in mp.new_factories:
-            factories.updatable(cls)
     return finder
 
 
 def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
-              transfers: List[Tuple[type, List[Any], int, bool]]) -> None:
-    tracked = tx.tracked
-    total = sum(count for _, _, count, is_lazy in transfers if not is_lazy)
+              transfers: List[Tuple[type, List[Any], int, bool]], census: instances.Census) -> int:
+    """Decide the instance sets (the safe point is reached), transfer; returns the instance count."""
+    decided = census.decide([cls for cls, _, _, is_lazy in transfers
+                             if not (is_lazy and factories.is_updatable(cls))])
+    for cls in {cls: None for mp in modules for cls in mp.new_factories}:
+        op = factories.Register(cls, functools.partial(census.known, cls))
+        tx.extra_ops.append(op)
+        op.apply()
+    total = sum(len(decided[cls]) for cls, _, _, is_lazy in transfers if not is_lazy)
     tx.phase("transfer", f"transferring state of {total} instance(s)")
     done = 0
+    counted = total
     for cls, objs, count, is_lazy in transfers:
         if is_lazy:
-            tx.lazy_started.append(lazy.start(cls, count))
+            if cls in decided:
+                count = len(decided[cls])
+                tx.lazy_started.append(lazy.start(cls, count, decided[cls], census.created_since_decided(cls)))
+            else:
+                count = factories.count(cls)
+                tx.lazy_started.append(lazy.start(cls, count))
+            counted += count
             continue
-
-        if factories.is_updatable(cls) and factories.count(cls) != tracked.get(cls, -1):
-            objs[:] = instances.find([cls])[cls]  # instances were created since prepare
+        objs = decided[cls]
 
         def progress(n: int, _total: int, base: int = done) -> None:
             tx.require_client("the state transfer")
@@ -370,6 +374,7 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
                 raise _fail("TransferError", f"module {mp.name!r}: {diff.TRANSFER}(old) raised "
                             f"{type(exc).__name__}: {exc}; every change was undone", exc) from None
     tx.send(wire.progress("transfer", done=total, total=total))
+    return counted
 
 
 # --- rollback ------------------------------------------------------------------
@@ -496,7 +501,8 @@ def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dic
                                 "wait for it to finish and try again",
                                 version=history.current_version(), previous_version=history.current_version())
     try:
-        reply = work(request, peer)
+        with instances.scope():  # whatever happens, no census watch outlives the request
+            reply = work(request, peer)
         sources.settle(keep=bool(reply.get("ok")) and not reply.get("dry_run"))
         return reply
     except Exception as exc:
