@@ -11,12 +11,11 @@ from __future__ import annotations
 import builtins
 import gc
 import linecache
-import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import factories
+from . import factories, importer
 from .plan import MISSING, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
@@ -383,8 +382,10 @@ def _is_code(value: Any, ours) -> bool:
 
 def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     """Prepare one module of a bundle (compile, run in a throwaway namespace, diff)."""
-    live = sys.modules.get(name)
-    namespace = execute_source(name, source, filename, live)
+    live, run_as = importer.live_module(name)  # `python -m name` and "__main__" update __main__
+    namespace = execute_source(run_as, source, filename, live)
+    if live is not None and live.__name__ != run_as:
+        name = importer.adopt_into_main(namespace, run_as)
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
     if live is None:
         mp.installed_new = True
