@@ -23,17 +23,24 @@ through the client library.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import errors
 from .client import Client
 
 #: how long a --check command may run before it counts as failed (seconds)
 CHECK_TIMEOUT = 60.0
+#: how long to wait for the agent a newly forked worker inherits to come up (seconds)
+AGENT_BIRTH_WAIT = 3.0
+#: a worker whose agent is unreachable may be exiting (max-requests): how long to wait to tell (seconds)
+EXIT_WAIT = 3.0
 #: safety bound on rediscovery passes (each pass only processes pids not seen yet)
 MAX_PASSES = 50
 
@@ -110,6 +117,68 @@ def descendants(master: int) -> List[int]:
     return [pid for _, pid in sorted(found)]
 
 
+def _born_after(pid: int, since: float) -> bool:
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).create_time() >= since - 0.05)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_for_socket(pid: int, timeout: float) -> None:
+    from .client import agent_socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        try:
+            if os.path.exists(agent_socket(pid)):
+                return
+        except errors.NoSuchProcess:
+            return
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _watch(pid: int, client: Client) -> Iterator[None]:
+    """While talking to pid: if it exits (a worker restarted by its server), end the wait at once."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.1):
+            if not _alive(pid):
+                _hang_up(client)
+                return
+
+    watcher = threading.Thread(target=watch, name=f"dynupdate-watch-{pid}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def _hang_up(client: Client) -> None:
+    """Unblock a request in progress on `client` (its reader then sees the connection end)."""
+    sock = getattr(client, "_sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _exits_within(pid: int, timeout: float) -> bool:
+    """True if pid is gone now or within `timeout` (a worker that lost its agent while exiting)."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _alive(pid: int) -> bool:
     import psutil
 
@@ -166,6 +235,7 @@ class Rollout:
         self.master_previous: Optional[str] = None
         self.master_version: Optional[str] = None
         self.failure: Optional[str] = None  # a failed check, in words
+        self.master_agent_since: Optional[float] = None  # when the master's agent started (wall clock)
 
     # -- per pid -------------------------------------------------------------------------
     def _do(self, pid: int, role: str) -> bool:
@@ -177,10 +247,12 @@ class Rollout:
                 self.on_progress(pid, role, event)
 
         try:
-            with self._client(pid) as client:
+            with self._client(pid) as client, _watch(pid, client):
+                if role == "master":
+                    self.master_agent_since = client.hello().get("started_at")
                 result = self.step(client, progress)
         except errors.DynupdateError as exc:
-            if role != "master" and not _alive(pid):
+            if role != "master" and _exits_within(pid, EXIT_WAIT if exc.exit_code == 3 else 0.0):
                 self.rows[pid] = dict(update_json(None, pid), role=role, ok=True, outcome="gone")
                 self.notify(f"{role} {pid} exited meanwhile (skipped)")
                 return True
@@ -210,6 +282,10 @@ class Rollout:
         return True
 
     def _client(self, pid: int) -> Client:
+        """Connect to pid's agent. A worker forked after the master's agent started inherits
+        one that comes up within moments: wait for it rather than inject a second one."""
+        if pid != self.master and self.master_agent_since is not None and _born_after(pid, self.master_agent_since):
+            _wait_for_socket(pid, AGENT_BIRTH_WAIT)
         return self.connect(pid)
 
     # -- gates -------------------------------------------------------------------------
@@ -303,7 +379,7 @@ class Rollout:
                 if not late:
                     break
                 for pid in late:
-                    self.rows[pid] = {"pid": pid, "role": "worker", "ok": True, "outcome": "late",
+                    self.rows[pid] = {"pid": pid, "role": "worker", "ok": True, "outcome": "skipped",
                                       "version": None, "previous_version": None, "error": None}
                     self._undo_one(pid, self.master_previous)
 
@@ -321,7 +397,7 @@ class Rollout:
         self.rows[pid]["version"] = result.get("version")
         if not result.get("already"):
             self.rolled_back.append(pid)
-            self.rows[pid]["outcome"] = "rolled_back" if self.rows[pid]["outcome"] != "late" else "late_rolled_back"
+            self.rows[pid]["outcome"] = "rolled_back"
 
 
 # --- status -----------------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""The app gunicorn serves: `/` answers `greet() pid`, `/late` imports pf_app.late on first use."""
+import importlib
+import os
+
+
+def greet():
+    return "v2"
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/late":
+        body = importlib.import_module("pf_app.late").answer()
+    else:
+        body = greet()
+    data = f"{body} {os.getpid()}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def __dynupdate_transfer__(old):
+    import time
+
+    time.sleep(0.3)  # a slow state transfer: forks meanwhile must wait for it, never see half of it
