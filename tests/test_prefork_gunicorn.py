@@ -305,3 +305,55 @@ def test_main_module_is_patched(start_target, runtime_env, how):
     assert code == 0, data
     assert get() == "main-v1"
 
+
+
+def _slow_request(s: Service) -> tuple:
+    """Start a /slow request in the background; returns (thread, result list)."""
+    result: List[str] = []
+    thread = threading.Thread(target=lambda: result.append(s.get("/slow", timeout=30)), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_no_safe_point_in_one_worker_rolls_back_the_tree_or_keeps_going(sync_plain):
+    """Exit 4 and everything rolled back; with --keep-going the rest is updated, status shows
+    the version skew loudly, and re-running the same command converges."""
+    s = sync_plain
+    with Load(s, paths=("/",), clients=1) as load:
+        thread, result = _slow_request(s)
+        time.sleep(0.5)  # the request is inside slow() now (it lasts 4 s)
+        code, data = s.cli("apply", "--pidfile", s.pidfile, "--tree", "--timeout", "0.5", V2)
+        assert code == 4, _outcomes(data)
+        assert s.master in data["rolled_back"]
+        assert [r for r in data["pids"] if r["outcome"] == "failed"][0]["error"]["type"] == "SafePointTimeout"
+        assert set(_tree_versions(s).values()) == {"base"}
+        thread.join(30)
+        assert result and result[0].startswith("slow-v1")
+
+        thread, result = _slow_request(s)
+        time.sleep(0.5)
+        code, data = s.cli("apply", "--pidfile", s.pidfile, "--tree", "--timeout", "0.5", "--keep-going", V2)
+        assert code == 4 and data["rolled_back"] == [], _outcomes(data)
+        busy = [r["pid"] for r in data["pids"] if r["outcome"] == "failed"]
+        assert len(busy) == 1 and data["skew"]
+        proc = dynupdate("status", "--pidfile", s.pidfile, "--tree", env=s.env)
+        assert proc.returncode == 0 and "VERSION SKEW" in proc.stderr, proc.stderr
+        thread.join(30)
+        code, data = s.cli("apply", "--pidfile", s.pidfile, "--tree", V2)  # converges once the worker is free
+        assert code == 0 and not data["skew"], _outcomes(data)
+        assert _by_pid(data)[busy[0]]["outcome"] == "done"
+        assert {r["outcome"] for r in data["pids"] if r["pid"] != busy[0]} == {"already"}
+        code, data = s.cli("rollback", "--pidfile", s.pidfile, "--tree", "--to", "base")
+        assert code == 0, _outcomes(data)
+    assert load.failures == []
+
+
+def test_unreachable_master_exits_3(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    proc = dynupdate("apply", "--pid", str(gone.pid), "--tree", V2)
+    assert proc.returncode == 3, proc.stderr
+    pidfile = tmp_path / "pid"
+    pidfile.write_text("not-a-pid\n")
+    proc = dynupdate("status", "--pidfile", str(pidfile), "--tree")
+    assert proc.returncode == 2 and "does not hold" in " ".join(proc.stderr.split())
