@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import builtins
 import functools
-import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import factories, sources
+from . import factories, importer, sources
 from .plan import MISSING, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
@@ -444,9 +443,11 @@ def _is_code(value: Any, ours) -> bool:
 
 def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     """Prepare one module of a bundle (compile, run in a throwaway namespace, diff)."""
-    live = sys.modules.get(name)
+    live, run_as = importer.live_module(name)  # `python -m name` and "__main__" update __main__
     lease = sources.SourceLease(filename, source)  # settled when the request ends (see sources.py)
-    namespace = execute_source(name, source, filename, live)
+    namespace = execute_source(run_as, source, filename, live)
+    if live is not None and live.__name__ != run_as:
+        name = importer.adopt_into_main(namespace, run_as)
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
     lease.keep_with(mp.plan)
     if live is None:

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
-from . import generations, paths, wire
+from . import forking, generations, paths, wire
 from .server import Peer, Server
 
 log = logging.getLogger("dynupdate.agent")
@@ -93,8 +93,13 @@ def stop() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child gets its own agent under its own pid; the parent's is untouched."""
+    """A forked child gets its own agent under its own pid; the parent's is untouched.
+
+    First the parent's update in progress, if any, is cleared from the child
+    (forking.py): the child's agent starts free, on one whole version.
+    """
     global _agent, _lock
+    forking._after_fork_in_child()
     _lock = threading.RLock()
     old = _agent
     _agent = None
@@ -114,7 +119,8 @@ def _install_process_hooks() -> None:
         return
     atexit.register(stop)
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=forking._before_fork, after_in_parent=forking._after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
     _fork_hook_installed = True
 
 

@@ -18,7 +18,8 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, refusals, runtime, signing, sources, wire
+from . import (diff, factories, forking, generations, history, instances, lazy, refusals, runtime, signing,
+               sources, wire)
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -149,6 +150,7 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     point = SafePoint(codes, module_dicts, generation)
     mediator = Mediator(point.in_flight)
     mediator.install(mediated)
+    forking.track(mediator)  # a fork from now on must not take the mediator along
     tx.phase("safepoint", "waiting for a safe point")
 
     def tick(blocking: Dict[str, List[str]], elapsed: float) -> None:
@@ -163,6 +165,7 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
             raise UpdateError("SafePointTimeout", f"no safe point within {timeout:g}s; still running the old code: "
                               f"{names}. The update was abandoned; held calls continued on the old code.")
         tx.require_client("the safe-point wait")
+        forking.enter_critical(tx)  # forks wait for the swap/transfer until forking.leave()
     except BaseException:
         mediator.release()
         raise
@@ -513,6 +516,7 @@ def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dic
         return wire.error_reply(exc.kind, exc.message, exc.tb, pid=runtime.os.getpid(), version=current,
                                 previous_version=current)
     finally:
+        forking.leave()
         _busy.release()
 
 

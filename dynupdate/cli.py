@@ -6,6 +6,7 @@ turns them into messages and exit codes (0 ok, 1 failed in target, 2 usage,
 """
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any, Callable, Dict, Optional
 
@@ -15,7 +16,48 @@ from . import errors
 
 _json_output = {"enabled": False, "command": None, "pid": None}
 
-pid_option = click.option("--pid", "-p", type=int, required=True, help="Process id of the target.")
+
+
+def pid_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--pid PID or --pidfile PATH (e.g. gunicorn's -p): the command receives the resolved `pid`."""
+    @functools.wraps(command)
+    def resolved(*args: Any, pid: Optional[int] = None, pidfile: Optional[str] = None, **kwargs: Any) -> Any:
+        from .tree import resolve_pid
+
+        return command(*args, pid=resolve_pid(pid, pidfile), **kwargs)
+
+    resolved = click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
+                            help="Read the target's pid from this file (e.g. gunicorn's -p).")(resolved)
+    return click.option("--pid", "-p", type=int, default=None, help="Process id of the target.")(resolved)
+
+
+tree_option = click.option("--tree", is_flag=True, help="The process and all its descendants (a pre-fork "
+                           "server's master and workers): master first, then workers until none is new.")
+
+
+def rollout_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--canary/--canary-wait/--check/--keep-going (meaningful with --tree), passed as `rollout`."""
+    @functools.wraps(command)
+    def gathered(*args: Any, canary: int, canary_wait: float, check: Optional[str], keep_going: bool,
+                 **kwargs: Any) -> Any:
+        from .tree import RolloutOptions
+
+        return command(*args, rollout=RolloutOptions(canary, canary_wait, check, keep_going), **kwargs)
+
+    for decorator in (
+        click.option("--keep-going", is_flag=True, help="With --tree: do not roll back on a failure, go on."),
+        click.option("--check", metavar="CMD", default=None,
+                     help="With --tree: a shell command that must exit 0 after the canary and at the end "
+                          "(DYNUPDATE_PIDS in its environment); else everything is rolled back."),
+        click.option("--canary-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="With --canary: seconds to wait after the canary workers before the rest."),
+        click.option("--canary", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="With --tree: update this many workers first, then wait/check before the rest."),
+    ):
+        gathered = decorator(gathered)
+    return gathered
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
                               help="Seconds to wait for a safe point before giving up (exit 4, nothing changed).")
@@ -110,15 +152,22 @@ def attach(pid: int, inject_timeout: float, as_json: bool) -> None:
 @pid_option
 @json_option
 @click.option("--no-inject", is_flag=True, help="Fail (exit 3) instead of injecting an agent.")
-def status(pid: int, as_json: bool, no_inject: bool) -> None:
+@tree_option
+def status(pid: int, as_json: bool, no_inject: bool, tree: bool) -> None:
     """Show a target's version, history, generation, threads and factories.
 
     \b
-    Example:  dynupdate status --pid 4242 --json | jq .version
+    Examples:
+      dynupdate status --pid 4242 --json | jq .version
+      dynupdate status --pidfile /run/gunicorn.pid --tree    # one row per process, flags version skew
     """
     from . import attach as attach_mod, render
 
     _set_json(as_json, "status", pid)
+    if tree:
+        from . import tree as tree_mod
+
+        return tree_mod.status_cli(pid, as_json=as_json, inject=not no_inject)
     client, _ = attach_mod.connect(pid, inject=not no_inject, notify=_notifier(as_json))
     with client:
         data = client.status()
@@ -215,8 +264,10 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
 @key_option
 @allow_stdlib_option
 @json_option
+@tree_option
+@rollout_options
 def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool,
-          key_file: Optional[str], allow_stdlib: bool, as_json: bool) -> None:
+          key_file: Optional[str], allow_stdlib: bool, as_json: bool, tree: bool, rollout: Any) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
     The bundle is validated here first (exit 2 if invalid). The agent is
@@ -228,12 +279,20 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
       dynupdate apply --pid 4242 patches/cart-v2
       dynupdate apply --pid 4242 patches/cart-v2 --lazy --timeout 30
       dynupdate apply --pid 4242 patches/cart-v2 --dry-run --json
+      dynupdate apply --pidfile gunicorn.pid --tree --canary 1 --check 'curl -fs localhost:8000/health' patches/cart-v2
     """
     from .bundle import load_bundle, read_key
 
     _set_json(as_json, "apply", pid)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, lazy=lazy,
                          allow_stdlib=allow_stdlib)
+    from . import tree as tree_mod
+
+    tree_mod.require_tree(tree, rollout)
+    if tree:
+        _set_json(False, "tree", pid)  # the tree prints its own JSON object
+        step = tree_mod.apply_step(loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, allow_stdlib=allow_stdlib)
+        return tree_mod.run_cli("apply", pid, step, rollout, as_json=as_json, timeout=timeout)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
         loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p, allow_stdlib=allow_stdlib))
 
@@ -243,15 +302,25 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
 @click.option("--to", "to_version", default=None, help="Roll back every update after this version.")
 @timeout_option
 @json_option
-def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool) -> None:
-    """Undo the last update (or all updates back to --to VERSION).
+@tree_option
+@rollout_options
+def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool, tree: bool, rollout: Any) -> None:
+    """Undo the last update (or all updates back to --to VERSION; a no-op if already there).
 
     \b
     Examples:
       dynupdate rollback --pid 4242
       dynupdate rollback --pid 4242 --to base
+      dynupdate rollback --pidfile gunicorn.pid --tree       # master first, then every worker
     """
-    _run_update(pid, as_json, "rollback", lambda c, p: c.rollback(to=to_version, timeout=timeout, on_progress=p))
+    from . import tree as tree_mod
+
+    tree_mod.require_tree(tree, rollout)
+    step = tree_mod.rollback_step(to_version, timeout)
+    if tree:
+        _set_json(False, "tree", pid)  # the tree prints its own JSON object
+        return tree_mod.run_cli("rollback", pid, step, rollout, as_json=as_json, timeout=timeout)
+    _run_update(pid, as_json, "rollback", step)
 
 
 @cli.command()
