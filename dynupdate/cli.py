@@ -267,6 +267,8 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
         "generation": data.get("generation"),
         "threads": [{"id": t.get("id"), "name": t.get("name"), "generation": t.get("generation"),
                      "in_activity": bool(t.get("in_activity"))} for t in data.get("threads") or []],
+        "tasks": [{"generation": t.get("generation"), "tasks": t.get("tasks", 0), "activities": t.get("activities", 0)}
+                  for t in data.get("tasks") or []],
         "factories": [{"class": f.get("class"), "instances": f.get("instances"), "pending": f.get("pending", 0)}
                       for f in data.get("factories") or []],
         "agent": {"version": agent.get("version"), "python": agent.get("python"),
