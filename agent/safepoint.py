@@ -27,6 +27,8 @@ AGENT_THREAD_PREFIX = "dynupdate-agent"
 #: and the mediator lets its calls through instead of holding them (which deadlocked the wait)
 _LAZY_TRANSFER = lazy.LazyClass._transfer.__code__
 _MEDIATOR_FILE = "<dynupdate mediator>"
+#: tasks named one by one in progress and errors; the rest are counted (a service may have thousands)
+MAX_NAMED_TASKS = 20
 
 
 class SafePoint:
@@ -59,6 +61,7 @@ class SafePoint:
     def task_blockers(self) -> Dict[str, List[str]]:
         """task label -> reasons, for every task suspended inside old work."""
         result: Dict[str, List[str]] = {}
+        more = 0
         for task in loops.all_tasks():
             act_gen = generations.task_activity_generation(task)
             reasons = []
@@ -70,7 +73,12 @@ class SafePoint:
             except Exception:  # a task finishing under us: it is not old work any more
                 continue
             if reasons:
-                result[loops.task_label(task)] = reasons
+                if len(result) < MAX_NAMED_TASKS:
+                    result[loops.task_label(task)] = reasons
+                else:
+                    more += 1
+        if more:
+            result[f"{more} more task(s)"] = ["suspended in the code being replaced"]
         return result
 
     def stack_blockers(self, frame: Any, ident: int, act_gen: Optional[int] = None) -> List[str]:

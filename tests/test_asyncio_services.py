@@ -8,7 +8,6 @@ request that started on one version and finished on the other would answer 500
 module; every test leaves it on its base version.
 """
 import http.client
-import json
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("attach_module_output")
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))
-def service(request, start_module_target):
+def service(request, start_module_target):  # noqa: F811
     target = start_module_target([sys.executable, "-m", "dynupdate", "run", str(KINDS[request.param])])
     svc = Shop(target)
     wait_until(lambda: svc.get("/ping") == {"pong": True}, message="the service to answer")
@@ -209,3 +208,13 @@ def test_activity_is_counted_per_task_and_spans_the_coroutine(base):
     svc.get("/release", gate="act2")
     assert second.wait()["label"] == "v1:a"
     assert activities() == 0
+
+
+def test_demo_async_runs_end_to_end():
+    """`dynupdate demo --async` checks its own steps and exits non-zero if one misbehaves."""
+    from conftest import dynupdate
+
+    proc = dynupdate("demo", "--async", timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "started and served on v1" in proc.stdout and "the event loop never stopped" in proc.stdout
+    assert "task " in proc.stdout and "(handle)" in proc.stdout, "progress names the tasks it waits for"
