@@ -23,6 +23,7 @@ def status(agent: Dict[str, Any]) -> Dict[str, Any]:
         "history": history.describe(),
         "generation": generations.current(),
         "threads": generations.snapshot(),
+        "tasks": generations.task_summary(),
         "factories": [
             {"class": f"{cls.__module__}.{cls.__qualname__}", "instances": len(instances),
              "pending": _pending(cls)}

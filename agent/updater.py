@@ -148,7 +148,7 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     generation = generations.advance()
     codes = {fn.__code__ for fn in mediated}
     point = SafePoint(codes, module_dicts, generation)
-    mediator = Mediator(point.in_flight)
+    mediator = Mediator(point.in_flight, on_release=point.resume_loops, confirm=point.check_loops)
     mediator.install(mediated)
     forking.track(mediator)  # a fork from now on must not take the mediator along
     tx.phase("safepoint", "waiting for a safe point")
@@ -263,6 +263,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
                                      [pair.live for mp in modules for pair in mp.classes]))
         updated["instances"] = _transfer(tx, modules, transfers, census)
         tx.require_client("the state transfer")
+        mediator.confirm()
         history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
                                    summary=dict(updated), undo=_Undo(modules, finder)))
     except BaseException as exc:
@@ -426,6 +427,7 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         for i, entry in enumerate(steps):  # lazily pending instances skip only the newest revert
             updated["instances"] += _undo_entry(tx, entry.undo, pending_ids if i == 0 else set(), mediator)
         tx.require_client("the rollback")
+        mediator.confirm()
         for _ in steps:
             history.pop()
     except BaseException as exc:

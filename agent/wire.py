@@ -98,10 +98,12 @@ UPDATED_KEYS = ("functions", "classes", "instances", "modules")
 #: keys of every error object: `{"type", "message", "traceback"}`
 ERROR_KEYS = ("type", "message", "traceback")
 #: keys of `status --json` and of its nested rows
-STATUS_KEYS = ("pid", "version", "generation", "history", "threads", "factories", "agent")
+STATUS_KEYS = ("pid", "version", "generation", "history", "threads", "tasks", "factories", "agent")
 HISTORY_KEYS = ("name", "version", "applied_at")
 THREAD_KEYS = ("id", "name", "generation", "in_activity")
 FACTORY_KEYS = ("class", "instances", "pending")
+#: asyncio tasks and activities per generation (`status --json` "tasks")
+TASK_KEYS = ("generation", "tasks", "activities")
 STATUS_AGENT_KEYS = ("version", "python", "started_at", "socket")
 #: keys of each `ps --json` row (`version`: the running code's version label, None without an agent)
 PS_KEYS = ("pid", "user", "cmdline", "agent", "agent_version", "version")

@@ -325,11 +325,13 @@ def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool,
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Leave the demo service running at the end (prints its pid).")
-def demo(keep: bool) -> None:
+@click.option("--async", "use_async", is_flag=True,
+              help="Demo an asyncio service instead: updated with requests in flight, the event loop never stops.")
+def demo(keep: bool, use_async: bool) -> None:
     """Run the whole job on a bundled demo service: serve, patch, verify, roll back."""
     from .demo import run_demo
 
-    run_demo(keep=keep)
+    run_demo(keep=keep, use_async=use_async)
 
 
 def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
@@ -348,6 +350,7 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
     obj["factories"] = [dict(pick(f, wire.FACTORY_KEYS), pending=f.get("pending", 0))
                         for f in data.get("factories") or []]
     obj["agent"] = pick(agent, wire.STATUS_AGENT_KEYS)
+    obj["tasks"] = [pick(t, wire.TASK_KEYS) for t in data.get("tasks") or []]
     return obj
 
 

@@ -63,7 +63,10 @@ def _wait_for_agent(pid: int) -> Client:
             time.sleep(0.05)
 
 
-def run_demo(keep: bool = False) -> None:
+def run_demo(keep: bool = False, use_async: bool = False) -> None:
+    if use_async:  # `dynupdate demo --async`: dynupdate/demo_aio.py
+        from .demo_aio import run_async_demo
+        return run_async_demo(keep=keep)
     if not BUNDLE.is_dir():
         raise errors.UsageError(f"the demo bundle is missing ({BUNDLE})",
                                 hint='install from a checkout: pip install -e ".[test]"')

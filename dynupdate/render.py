@@ -97,6 +97,13 @@ def status(data: Dict[str, Any]) -> None:
         threads.add_row(txt(t.get("id")), txt(t.get("name")), txt(t.get("generation")),
                         "yes" if t.get("in_activity") else "no")
     out.print(threads)
+    if data.get("tasks"):  # asyncio: live tasks and activities per generation
+        tasks = Table(title="asyncio tasks", title_justify="left")
+        for col in ("generation", "tasks", "in activity"):
+            tasks.add_column(col)
+        for t in data["tasks"]:
+            tasks.add_row(str(t["generation"]), str(t["tasks"]), str(t["activities"]))
+        out.print(tasks)
     facts = Table(title="Factories (updatable classes)", title_justify="left")
     for col in ("class", "live instances", "pending lazy transfer"):
         facts.add_column(col)
