@@ -17,7 +17,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, runtime, signing, wire
+from . import diff, factories, generations, history, instances, lazy, report, runtime, signing, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -271,6 +271,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         "new_modules": [mp.name for mp in modules if mp.installed_new],
     }
     result.update(updated=updated, warnings=warnings)
+    report.annotate(result, bundle, modules)  # warnings + plan summary; refuses unfindable modules
     if dry_run:
         tx.finish_phase()
         result.update(ok=True, dry_run=True, planned_version=bundle["version"],

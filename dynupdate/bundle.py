@@ -22,7 +22,7 @@ except ImportError:  # Python < 3.11
 
 MANIFEST = "patch.toml"
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_KNOWN_KEYS = {"name", "version", "description", "requires", "lazy", "modules"}
+_KNOWN_KEYS = {"name", "version", "description", "requires", "lazy", "modules", "new_modules"}
 
 
 def _read_manifest(folder: str) -> tuple:
@@ -90,6 +90,9 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None) -> Dict[str, Any]:
     if not isinstance(modules, dict) or not modules:
         raise BundleError(f"{path}: a [modules] table mapping module names to files is required")
     loaded = [_load_module(folder, mod, rel, path) for mod, rel in modules.items()]
+    new_modules = manifest.get("new_modules", [])
+    if not isinstance(new_modules, list) or any(m not in modules for m in new_modules):
+        raise BundleError(f"{path}: `new_modules` must be a list of module names from [modules]")
     bundle = {
         "name": name,
         "version": version,
@@ -97,6 +100,7 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None) -> Dict[str, Any]:
         "requires": _require_str(manifest, "requires", path, False),
         "lazy": lazy,
         "modules": loaded,
+        "new_modules": list(new_modules),
         "manifest": text,
         "signature": None,
     }

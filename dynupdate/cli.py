@@ -11,28 +11,30 @@ from typing import Any, Callable, Dict, Optional
 
 import click
 
-from . import errors
+from . import errors, streams
 
-_json_output = {"enabled": False, "command": None, "pid": None}
+_json_output: Dict[str, Any] = {"enabled": False, "command": None, "pid": None, "verbose": False}
 
-pid_option = click.option("--pid", "-p", type=int, required=True, help="Process id of the target.")
+pid_option = click.option("--pid", "-p", type=click.IntRange(min=1), required=True, help="Process id of the target.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
                               help="Seconds to wait for a safe point before giving up (exit 4, nothing changed).")
+verbose_option = click.option("--verbose", "-v", is_flag=True,
+                              help="Show the agent's own frames in target-side tracebacks too.")
 key_option = click.option("--key-file", type=click.Path(dir_okay=False), default=None,
                           help="Sign the bundle with this key (targets started with DYNUPDATE_KEY_FILE require it).")
 
 
-def _set_json(as_json: bool, command: str, pid: Optional[int] = None) -> None:
-    _json_output.update(enabled=as_json, command=command, pid=pid)
+def _set_json(as_json: bool, command: str, pid: Optional[int] = None, verbose: bool = False) -> None:
+    _json_output.update(enabled=as_json, command=command, pid=pid, verbose=verbose)
 
 
 def _notifier(as_json: bool) -> Callable[[str], None]:
+    """What the CLI does to a process besides the request (an injection) is said on stderr, in every mode."""
     from . import render
 
     def notify(message: str) -> None:
-        if not as_json:
-            render.err.print(f"[cyan]{message}[/]", markup=True)
+        render.err.print(f"dynupdate: {message}", markup=False, style="cyan")
     return notify
 
 
@@ -62,11 +64,14 @@ def run(args: tuple) -> None:
     """Run a Python program with the agent listening before its code starts.
 
     \b
-    Three forms (pid, signals and exit status stay the program's own):
+    Forms (pid, signals and exit status stay the program's own):
       dynupdate run app.py [args]
       dynupdate run -m pkg.mod [args]
-      dynupdate run -- PYTHON [interpreter options] (app.py | -m pkg.mod) [args]
-    e.g. dynupdate run -- /usr/bin/python3 -X dev -m myservice --port 8000
+      dynupdate run -c CODE [args]
+      dynupdate run -- PYTHON [interpreter options] (app.py | -m pkg.mod | -c CODE) [args]
+    Examples:
+      dynupdate run app.py --port 8000
+      dynupdate run -- /usr/bin/python3 -X dev -m myservice --port 8000
     The interpreter may be any CPython >= 3.9, even one without dynupdate installed.
     """
     from . import runner
@@ -109,8 +114,13 @@ def attach(pid: int, inject_timeout: float, as_json: bool) -> None:
 def status(pid: int, as_json: bool, no_inject: bool) -> None:
     """Show a target's version, history, generation, threads and factories.
 
+    Like `attach`, this injects an agent into a process that has none (said on
+    stderr, in every mode); --no-inject looks without changing the process.
+
     \b
-    Example:  dynupdate status --pid 4242 --json | jq .version
+    Examples:
+      dynupdate status --pid 4242
+      dynupdate status --pid 4242 --json --no-inject | jq .version
     """
     from . import attach as attach_mod, render
 
@@ -127,13 +137,27 @@ def status(pid: int, as_json: bool, no_inject: bool) -> None:
 
 
 @cli.command()
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects instead of a table.")
 def ps(as_json: bool) -> None:
-    """List the Python processes you can see, and which run an agent."""
-    from . import procs, render
+    """List the Python processes you can see, and which run an agent.
+
+    The command column shows the program (for `dynupdate run app.py`, the
+    launcher is hidden) and is cut to the terminal width. --json prints a list
+    of objects. Sockets left by processes that no longer exist are removed
+    from your own socket folders.
+
+    \b
+    Examples:
+      dynupdate ps
+      dynupdate ps --json | jq '.[] | select(.agent) | .pid'
+    """
+    from . import procs, render, runner, stale
 
     _set_json(as_json, "ps")
+    stale.remove_stale_sockets()
     rows = procs.python_processes()
+    for row in rows:
+        row["program"] = " ".join(runner.program_of(str(row.get("cmdline") or "").split(" ")))
     if as_json:
         render.emit_json(rows)
     else:
@@ -167,37 +191,45 @@ def check(bundle: str, key_file: Optional[str], as_json: bool) -> None:
             render.out.print(f"  {m['name']:<30} {m['file']:<24} sha256 {m['sha256'][:16]}…")
 
 
-def _progress_printer(as_json: bool):
-    from . import render
+def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[str, Any]],
+                verbose: bool = False) -> None:
+    """Send one update request and report the outcome the target has, whatever happens to us meanwhile."""
+    from contextlib import ExitStack
 
-    if as_json:
-        return None, None
-    status_line = render.err.status("contacting the target…")
+    from . import attach as attach_mod, interrupt, render
 
-    def on_progress(event: Dict[str, Any]) -> None:
-        text = render.describe_progress(event)
-        status_line.update(text)
-        if event.get("done_phase"):
-            render.err.print(f"  [green]✓[/] {event['done_phase']}", markup=True)
-    return status_line, on_progress
-
-
-def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[str, Any]]) -> None:
-    from . import attach as attach_mod, render
-
-    _set_json(as_json, action, pid)
+    _set_json(as_json, action, pid, verbose)
     client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
-    status_line, on_progress = _progress_printer(as_json)
-    with client:
-        if status_line is None:
-            result = call(client, on_progress)
-        else:
-            with status_line:
-                result = call(client, on_progress)
+    marks = None if as_json else render.PhaseMarks(render.err)
+    with ExitStack() as stack:
+        stack.enter_context(client)
+        if marks is not None:
+            stack.enter_context(marks)
+        ctrl_c = stack.enter_context(interrupt.abandon_on_sigint(client))
+        try:
+            result = call(client, marks.on_progress if marks else None)
+        except errors.RemoteError as exc:
+            if marks is not None:
+                marks.failed()
+            if ctrl_c.requested and (exc.remote or {}).get("type") == "ClientDisconnected":
+                version = (exc.result or {}).get("version")
+                raise errors.Interrupted(
+                    f"interrupted (Ctrl-C): the {action} was abandoned; pid {pid} runs {version!r} unchanged",
+                    remote=exc.remote, result=exc.result) from None
+            raise
+        except KeyboardInterrupt:
+            raise errors.Interrupted(
+                f"interrupted again before pid {pid} answered: the outcome of the {action} is unknown",
+                hint=f"check it with `dynupdate status --pid {pid}`") from None
+        if marks is not None:
+            marks.succeeded(result)
     if as_json:
         render.emit_json(update_json(result, pid))
     else:
         render.update_summary(result, action=action)
+    if ctrl_c.requested:
+        render.err.print(f"[yellow]interrupted too late:[/] the {action} had already landed; pid {pid} runs "
+                         f"{result.get('version')!r}", markup=True)
 
 
 @cli.command()
@@ -209,13 +241,16 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
 @click.option("--dry-run", is_flag=True, help="Prepare and check everything in the target, report, change nothing.")
 @key_option
 @json_option
+@verbose_option
 def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool,
-          key_file: Optional[str], as_json: bool) -> None:
+          key_file: Optional[str], as_json: bool, verbose: bool) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
     The bundle is validated here first (exit 2 if invalid). The agent is
     injected if none runs. Any failure leaves the target on its previous
     version with its state intact (exit 1; exit 4 if no safe point in time).
+    Ctrl-C abandons the update if it has not landed yet and says which
+    happened (exit 130 if abandoned). --dry-run prints the plan.
 
     \b
     Examples:
@@ -225,10 +260,10 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
     """
     from .bundle import load_bundle, read_key
 
-    _set_json(as_json, "apply", pid)
+    _set_json(as_json, "apply", pid, verbose)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
-        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p))
+        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p), verbose)
 
 
 @cli.command()
@@ -236,7 +271,8 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
 @click.option("--to", "to_version", default=None, help="Roll back every update after this version.")
 @timeout_option
 @json_option
-def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool) -> None:
+@verbose_option
+def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool, verbose: bool) -> None:
     """Undo the last update (or all updates back to --to VERSION).
 
     \b
@@ -244,13 +280,23 @@ def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool)
       dynupdate rollback --pid 4242
       dynupdate rollback --pid 4242 --to base
     """
-    _run_update(pid, as_json, "rollback", lambda c, p: c.rollback(to=to_version, timeout=timeout, on_progress=p))
+    _run_update(pid, as_json, "rollback", lambda c, p: c.rollback(to=to_version, timeout=timeout, on_progress=p),
+                verbose)
 
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Leave the demo service running at the end (prints its pid).")
 def demo(keep: bool) -> None:
-    """Run the whole job on a bundled demo service: serve, patch, verify, roll back."""
+    """Run the whole job on a bundled demo service: serve, patch, verify, roll back.
+
+    Works from any install: the demo service and its bundle ship inside the
+    package. Exits non-zero if any step misbehaves.
+
+    \b
+    Examples:
+      dynupdate demo
+      dynupdate demo --keep      # leave the service running to try the commands yourself
+    """
     from .demo import run_demo
 
     run_demo(keep=keep)
@@ -262,7 +308,8 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "pid": data.get("pid"),
         "version": data.get("version"),
-        "history": [{"name": h.get("name"), "version": h.get("version"), "applied_at": h.get("applied_at")}
+        "history": [{"name": h.get("name"), "version": h.get("version"), "applied_at": h.get("applied_at"),
+                     "rolled_back_at": h.get("rolled_back_at")}
                     for h in data.get("history") or []],
         "generation": data.get("generation"),
         "threads": [{"id": t.get("id"), "name": t.get("name"), "generation": t.get("generation"),
@@ -288,7 +335,7 @@ def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],
         "warnings": result.get("warnings") or [],
         "error": error,
     }
-    for key in ("dry_run", "plan", "planned_version", "bundle"):
+    for key in ("dry_run", "plan", "plan_summary", "planned_version", "bundle"):
         if key in result:
             obj[key] = result[key]
     return obj
@@ -302,23 +349,36 @@ def _report(exc: errors.DynupdateError) -> None:
             render.emit_json(update_json(exc.result, _json_output["pid"], error=exc.as_json()))
         else:
             render.emit_json({"ok": False, "pid": _json_output["pid"], "error": exc.as_json()})
-    render.error(exc)
+    render.error(exc, verbose=bool(_json_output["verbose"]))
 
 
-def main(argv: Optional[list] = None) -> None:
-    """Console entry point: run the CLI and map errors to exit codes, here and only here."""
+def _exit_code(argv: Optional[list]) -> int:
     try:
         cli.main(args=argv, prog_name="dynupdate", standalone_mode=False)
     except errors.DynupdateError as exc:
         _report(exc)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        exc.show(file=streams.stderr)  # type: ignore[arg-type]
+        return exc.exit_code
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0)
+        _report(errors.Interrupted("interrupted (Ctrl-C) before any request reached the target",
+                                   hint="nothing was sent; if an agent was being injected, "
+                                        "`dynupdate status --pid PID --no-inject` tells whether it runs"))
+        return 130
+    return 0
+
+
+def main(argv: Optional[list] = None) -> None:
+    """Console entry point: run the CLI and map errors to exit codes, here and only here.
+
+    The exit code describes the target: output streams that went away (a pipe
+    closed by `head`) are silenced, never allowed to change it.
+    """
+    code = _exit_code(argv)
+    streams.settle()
+    sys.exit(code)

@@ -3,19 +3,33 @@ from __future__ import annotations
 
 import datetime
 import json
-import sys
+import os
+import re
 from typing import Any, Dict, List, Optional
 
 from rich.console import Console
 from rich.table import Table
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+from . import streams
+
+#: width when the output is not a terminal and COLUMNS is unset: long values (digests, paths) stay on one line
+UNWRAPPED = 4096
+
+
+def _width(stream: streams.Guarded) -> Optional[int]:
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if stream.isatty() else UNWRAPPED
+
+
+out = Console(file=streams.stdout, highlight=False, width=_width(streams.stdout))  # type: ignore[arg-type]
+err = Console(file=streams.stderr, highlight=False, width=_width(streams.stderr))  # type: ignore[arg-type]
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    sys.stdout.flush()
+    streams.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    streams.stdout.flush()
 
 
 def _when(ts: Optional[float]) -> str:
@@ -24,14 +38,52 @@ def _when(ts: Optional[float]) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def error(exc: Exception) -> None:
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
+
+
+def _is_agent_file(path: str) -> bool:
+    import dynupdate_agent
+
+    folder = os.path.dirname(path)
+    return folder == os.path.dirname(os.path.abspath(dynupdate_agent.__file__)) or \
+        os.path.basename(folder) == "dynupdate_agent"
+
+
+def user_traceback(text: str, verbose: bool = False) -> str:
+    """A target-side traceback with the agent's own frames folded into one line (all of them if verbose).
+
+    What the user can act on are the frames of their bundle and application;
+    the engine's frames around them are noise unless debugging dynupdate itself.
+    """
+    if verbose:
+        return text.rstrip()
+    lines, hidden, skipping = [], 0, False
+    for line in text.rstrip().splitlines():
+        match = _FRAME.match(line)
+        if match:
+            skipping = _is_agent_file(match.group("file"))
+            if skipping:
+                hidden += 1
+                continue
+        elif skipping and line.startswith("    "):
+            continue
+        else:
+            skipping = False
+        if hidden:
+            lines.append(f"  [{hidden} dynupdate agent frame(s) hidden; --verbose shows them]")
+            hidden = 0
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def error(exc: Exception, verbose: bool = False) -> None:
     from .errors import DynupdateError
 
     err.print(f"[bold red]error:[/] {getattr(exc, 'message', str(exc))}", markup=True)
     if isinstance(exc, DynupdateError):
         if exc.remote and exc.remote.get("traceback"):
             err.print("[dim]target-side traceback:[/]", markup=True)
-            err.print(exc.remote["traceback"].rstrip(), markup=False)
+            err.print(user_traceback(exc.remote["traceback"], verbose), markup=False)
         if exc.hint:
             err.print(f"[yellow]hint:[/] {exc.hint}", markup=True)
 
@@ -43,10 +95,11 @@ def status(data: Dict[str, Any]) -> None:
     out.print(f"agent {agent.get('version')} on Python {agent.get('python')}, started {_when(agent.get('started_at'))}, "
               f"socket {agent.get('socket')}")
     hist = Table(title="Version history", title_justify="left")
-    for col in ("#", "version", "bundle", "applied at"):
+    for col in ("#", "version", "bundle", "applied at", "rolled back at"):
         hist.add_column(col)
     for i, row in enumerate(data.get("history", [])):
-        hist.add_row(str(i), row["version"], row["name"], _when(row.get("applied_at")))
+        hist.add_row(str(i), row["version"], row["name"], _when(row.get("applied_at")),
+                     _when(row.get("rolled_back_at")) if row.get("rolled_back_at") else "")
     out.print(hist)
     threads = Table(title="Threads", title_justify="left")
     for col in ("id", "name", "generation", "in activity"):
@@ -65,13 +118,36 @@ def status(data: Dict[str, Any]) -> None:
 
 
 def processes(rows: List[Dict[str, Any]]) -> None:
+    """One row per process; the command (the program, launcher hidden) is cut to fit the width, never wrapped."""
+    cells = [(str(r["pid"]), str(r["user"]), f"yes ({r['agent_version']})" if r["agent"] else "no",
+              str(r.get("program") or r["cmdline"])) for r in rows]
+    widths = [max([len(col)] + [len(c[i]) for c in cells]) for i, col in enumerate(("pid", "user", "agent"))]
     table = Table(title="Python processes", title_justify="left")
-    for col in ("pid", "user", "agent", "command"):
-        table.add_column(col)
-    for r in rows:
-        agent = f"yes ({r['agent_version']})" if r["agent"] else "no"
-        table.add_row(str(r["pid"]), str(r["user"]), agent, r["cmdline"][:100])
+    for col, width in zip(("pid", "user", "agent"), widths):
+        table.add_column(col, no_wrap=True, min_width=width)
+    borders = 3 * 4 + 1  # "│ x " per column and the closing "│"
+    table.add_column("command", no_wrap=True, overflow="ellipsis",
+                     max_width=max(12, out.width - sum(widths) - borders))
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
+
+
+_PLAN_ORDER = ("updated", "replaced", "added", "removed", "kept", "new_modules")
+
+
+def _plan(summary: Dict[str, Any], instances: int) -> None:
+    """The human form of a dry run's plan: each category with its names."""
+    out.print("plan:")
+    for key in _PLAN_ORDER:
+        names = summary.get(key) or []
+        label = key.replace("_", " ")
+        out.print(f"  {label:<12} {len(names):>4}  {', '.join(names) if names else '-'}", markup=False,
+                  highlight=False)
+    if summary.get("references_redirected"):
+        out.print(f"  {'redirected':<12} {summary['references_redirected']:>4}  references to replaced functions",
+                  markup=False)
+    out.print(f"  {'instances':<12} {instances:>4}  to transfer", markup=False)
 
 
 def update_summary(result: Dict[str, Any], *, action: str) -> None:
@@ -92,6 +168,8 @@ def update_summary(result: Dict[str, Any], *, action: str) -> None:
     phases = result.get("phases") or {}
     table.add_row("phases", ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in phases.items()))
     out.print(table)
+    if result.get("dry_run") and result.get("plan_summary"):
+        _plan(result["plan_summary"], int(updated.get("instances", 0)))
     for w in result.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {w}", markup=True)
 
@@ -108,3 +186,52 @@ def describe_progress(event: Dict[str, Any]) -> str:
     if phase == "transfer" and "done" in event:
         return f"transferring state: {event.get('done', 0)}/{event.get('total', 0)} instances"
     return event.get("message") or phase
+
+
+class PhaseMarks:
+    """Progress of an update on stderr: a live line on a terminal, and a mark per finished phase.
+
+    Each finished phase is marked once. Phases that change nothing in the
+    target (prepare, safepoint) are marked as they finish; phases that do
+    (swap, transfer) only once the target confirms the update landed, since
+    a later failure undoes them. A failed update marks the phase it failed
+    in with ✗ and nothing after it.
+    """
+
+    _HARMLESS = ("prepare", "safepoint")
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.marked: List[str] = []
+        self.current: Optional[str] = None
+        self._live = console.status("contacting the target…") if console.is_terminal else None
+
+    def __enter__(self) -> "PhaseMarks":
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def _mark(self, phase: str, symbol: str = "[green]✓[/]") -> None:
+        if phase not in self.marked:
+            self.marked.append(phase)
+            self.console.print(f"  {symbol} {phase}", markup=True)
+
+    def on_progress(self, event: Dict[str, Any]) -> None:
+        if self._live is not None:
+            self._live.update(describe_progress(event))
+        done = event.get("done_phase")
+        if done in self._HARMLESS:
+            self._mark(done)
+        self.current = event.get("phase") or self.current
+
+    def succeeded(self, result: Dict[str, Any]) -> None:
+        for phase in result.get("phases") or {}:
+            self._mark(phase)
+
+    def failed(self) -> None:
+        if self.current and self.current not in self.marked:
+            self._mark(self.current, "[red]✗[/]")
