@@ -8,6 +8,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import streams
@@ -171,7 +172,7 @@ def update_summary(result: Dict[str, Any], *, action: str) -> None:
     if result.get("dry_run") and result.get("plan_summary"):
         _plan(result["plan_summary"], int(updated.get("instances", 0)))
     for w in result.get("warnings") or []:
-        err.print(f"[yellow]warning:[/] {w}", markup=True)
+        err.print(f"[yellow]warning:[/] {escape(str(w))}", markup=True)
 
 
 def describe_progress(event: Dict[str, Any]) -> str:

@@ -216,6 +216,35 @@ def test_ctrl_c_during_the_wait_abandons_and_says_so(app, runtime_dir, tmp_path)
         _back_to_base(app, runtime_dir)
 
 
+def test_ctrl_c_after_the_update_landed_says_it_landed(app, runtime_dir, tmp_path):
+    bundle = _bundle(tmp_path, {"ffmod": FFMOD_V2})
+    seen = len(app.lines)
+    os.kill(app.pid, signal.SIGUSR1)
+    wait_until(lambda: "HOLDING" in app.lines[seen:], message="the holder thread")
+    cli = subprocess.Popen([sys.executable, "-m", "dynupdate", "apply", "--pid", str(app.pid), bundle,
+                            "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, **runtime_dir})
+    try:
+        for line in cli.stderr:
+            if "✓ prepare" in line:
+                break
+        os.kill(cli.pid, signal.SIGSTOP)  # the CLI cannot read the answer: the Ctrl-C will come after it
+        os.kill(app.pid, signal.SIGUSR2)  # the safe point is reached, the update lands
+        wait_until(lambda: _version(app, runtime_dir) == "2", timeout=30, message="the update to land")
+        os.kill(cli.pid, signal.SIGINT)
+        os.kill(cli.pid, signal.SIGCONT)
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 0, out + err
+        assert "interrupted too late: the apply had already landed" in err and "runs '2'" in err
+        assert _greet(app) == "hello from v2", "the target runs the new code"
+    finally:
+        if cli.poll() is None:
+            os.kill(cli.pid, signal.SIGCONT)
+            cli.kill()
+            cli.wait()
+        _back_to_base(app, runtime_dir)
+
+
 # --- 5: run -c, and the program's traceback only --------------------------------------------------
 
 def test_run_dash_c_like_python(tmp_path):
