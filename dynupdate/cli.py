@@ -81,7 +81,7 @@ def run(args: tuple) -> None:
 
 @cli.command()
 @pid_option
-@click.option("--inject-timeout", type=float, default=20.0, show_default=True,
+@click.option("--inject-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
               help="Seconds to wait for the injected agent to answer.")
 @json_option
 def attach(pid: int, inject_timeout: float, as_json: bool) -> None:

@@ -41,6 +41,7 @@ def _expect(what: str, got: Any, want: Any) -> None:
 def _start_service() -> tuple:
     proc = subprocess.Popen([sys.executable, "-m", "dynupdate", "run", str(APP)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         line = proc.stdout.readline()

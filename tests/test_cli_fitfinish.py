@@ -331,9 +331,9 @@ def test_sigterm_removes_the_socket(start_target, runtime_env):
 
 def test_ps_removes_sockets_of_dead_processes(app, runtime_dir):
     folder = os.path.join(runtime_dir["DYNUPDATE_RUNTIME_DIR"], f"dynupdate-{os.getuid()}")
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = os.path.join(folder, f"{dead.pid}.sock")
+    with open("/proc/sys/kernel/pid_max") as fh:
+        dead_pid = int(fh.read()) + 1  # no process can have it: never reused while the test runs
+    stale = os.path.join(folder, f"{dead_pid}.sock")
     s = socket.socket(socket.AF_UNIX)
     s.bind(stale)
     s.close()
