@@ -120,6 +120,8 @@ def test_stale_socket_is_not_an_agent(start_target, runtime_env):
     ["run", "--", sys.executable, "-c"],  # the same through an interpreter
     ["status", "--pid", "-5"],            # not a pid
     ["status", "--pid", "0"],             # not a pid
+    ["rollback", "--pid", "1", "--timeout", "nan"],   # not a duration
+    ["rollback", "--pid", "1", "--timeout", "1e9"],   # beyond what the agent accepts
     ["check"],                            # bundle missing
 ])
 def test_bad_usage_is_2(args):

@@ -168,15 +168,18 @@ def test_closed_stdout_and_stderr_never_change_the_outcome(app, runtime_dir, tmp
         _back_to_base(app, runtime_dir)
 
 
-def test_pipe_closed_after_the_first_line(app, runtime_dir, tmp_path):
+def test_head_closing_the_pipe_over_several_tries(app, runtime_dir, tmp_path):
+    """The issue's case: `dynupdate apply ... | head -2`, the exit code compared with `status --json` each time."""
     bundle = _bundle(tmp_path, {"ffmod": FFMOD_V2})
-    shell = f"{sys.executable} -m dynupdate apply --pid {app.pid} {bundle} 2>&1 | head -1; exit ${{PIPESTATUS[0]}}"
     try:
-        proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, **runtime_dir})
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert _version(app, runtime_dir) == "2"
-        assert "Traceback" not in proc.stdout + proc.stderr
+        for attempt in range(4):
+            command = f"apply --pid {app.pid} {bundle}" if attempt % 2 == 0 else f"rollback --pid {app.pid}"
+            shell = f"{sys.executable} -m dynupdate {command} 2>&1 | head -2; exit ${{PIPESTATUS[0]}}"
+            proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, **runtime_dir})
+            assert proc.returncode == 0, f"attempt {attempt}: {proc.stdout}{proc.stderr}"
+            assert len(proc.stdout.splitlines()) <= 2 and "Traceback" not in proc.stdout + proc.stderr
+            assert _version(app, runtime_dir) == ("2" if attempt % 2 == 0 else "base"), f"attempt {attempt}"
     finally:
         _back_to_base(app, runtime_dir)
 
