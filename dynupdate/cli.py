@@ -208,14 +208,15 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
     _set_json(as_json, action, pid, verbose)
     client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
     marks = None if as_json else render.PhaseMarks(render.err)
+    ctrl_c = interrupt.arm(client)
     with ExitStack() as stack:
         stack.enter_context(client)
         if marks is not None:
             stack.enter_context(marks)
-        ctrl_c = stack.enter_context(interrupt.abandon_on_sigint(client))
         try:
             result = call(client, marks.on_progress if marks else None)
         except errors.RemoteError as exc:
+            ctrl_c.finished = True
             if marks is not None:
                 marks.failed()
             if ctrl_c.requested and (exc.remote or {}).get("type") == "ClientDisconnected":
@@ -225,9 +226,12 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
                     remote=exc.remote, result=exc.result) from None
             raise
         except KeyboardInterrupt:
+            ctrl_c.finished = True
             raise errors.Interrupted(
                 f"interrupted again before pid {pid} answered: the outcome of the {action} is unknown",
                 hint=f"check it with `dynupdate status --pid {pid}`") from None
+        finally:
+            ctrl_c.finished = True
         if marks is not None:
             marks.succeeded(result)
     if as_json:
@@ -373,8 +377,8 @@ def _exit_code(argv: Optional[list]) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:
-        _report(errors.Interrupted("interrupted (Ctrl-C) before any request reached the target",
-                                   hint="nothing was sent; if an agent was being injected, "
+        _report(errors.Interrupted("interrupted (Ctrl-C) before any update request was sent",
+                                   hint="no update was sent; if an agent was being injected, "
                                         "`dynupdate status --pid PID --no-inject` tells whether it runs"))
         return 130
     return 0

@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import signal
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 
 class State:
+    #: Ctrl-C was pressed while the request ran
     requested = False
+    #: the target's answer is known: from now on Ctrl-C changes nothing (the outcome is reported as it is)
+    finished = False
 
 
-@contextmanager
-def abandon_on_sigint(client: Any) -> Iterator[State]:
-    """While the block runs, the first Ctrl-C abandons the request instead of raising."""
+def arm(client: Any) -> State:
+    """From now until the process exits, Ctrl-C abandons the request instead of raising.
+
+    The handler is not restored afterwards on purpose: once the answer is
+    known, an interrupt must not cut the report of what happened short.
+    """
     state = State()
     if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
+        return state
 
     def handler(_signum: int, _frame: Any) -> None:
+        if state.finished:
+            return
         if state.requested:
             raise KeyboardInterrupt
         state.requested = True
@@ -37,8 +43,5 @@ def abandon_on_sigint(client: Any) -> Iterator[State]:
                          "(Ctrl-C again to stop waiting for its answer)", markup=True)
         client.abandon()
 
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield state
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, handler)
+    return state
