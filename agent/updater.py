@@ -18,8 +18,8 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import (diff, factories, forking, generations, history, instances, lazy, refusals, runtime, signing,
-               sources, wire)
+from . import (diff, factories, forking, generations, history, instances, lazy, refusals, report, runtime,
+               signing, sources, wire)
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -249,6 +249,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         "new_modules": [mp.name for mp in modules if mp.installed_new],
     }
     result.update(updated=updated, warnings=warnings)
+    report.annotate(result, bundle, modules)  # warnings + plan summary; refuses unfindable modules
     if dry_run:
         tx.finish_phase()
         result.update(ok=True, dry_run=True, planned_version=bundle["version"],

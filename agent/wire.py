@@ -56,6 +56,7 @@ BUNDLE = (
     Field("requires", _OPT_STR, required=False, signed=True),
     Field("lazy", _BOOL, required=False, signed=True),
     Field("modules", (list,), signed=True),
+    Field("new_modules", (list,), required=False, signed=True),
     Field("manifest", _STR, signed=True),
     Field("signature", _OPT_STR, required=False),
 )
@@ -99,14 +100,14 @@ UPDATED_KEYS = ("functions", "classes", "instances", "modules")
 ERROR_KEYS = ("type", "message", "traceback")
 #: keys of `status --json` and of its nested rows
 STATUS_KEYS = ("pid", "version", "generation", "history", "threads", "tasks", "factories", "agent")
-HISTORY_KEYS = ("name", "version", "applied_at")
+HISTORY_KEYS = ("name", "version", "applied_at", "rolled_back_at")
 THREAD_KEYS = ("id", "name", "generation", "in_activity")
 FACTORY_KEYS = ("class", "instances", "pending")
 #: asyncio tasks and activities per generation (`status --json` "tasks")
 TASK_KEYS = ("generation", "tasks", "activities")
 STATUS_AGENT_KEYS = ("version", "python", "started_at", "socket")
 #: keys of each `ps --json` row (`version`: the running code's version label, None without an agent)
-PS_KEYS = ("pid", "user", "cmdline", "agent", "agent_version", "version")
+PS_KEYS = ("pid", "user", "cmdline", "program", "agent", "agent_version", "version")
 
 
 class ProtocolError(Exception):

@@ -21,7 +21,7 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 MANIFEST = "patch.toml"
-_KNOWN_KEYS = {"name", "version", "description", "requires", "lazy", "modules"}
+_KNOWN_KEYS = {"name", "version", "description", "requires", "lazy", "modules", "new_modules"}
 _BOM = "\ufeff"
 
 
@@ -167,6 +167,9 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool
     if refused is not None:
         raise BundleError(f"{path}: {refused}")
     loaded = [_load_module(folder, mod, rel, path) for mod, rel in modules.items()]
+    new_modules = manifest.get("new_modules", [])
+    if not isinstance(new_modules, list) or any(m not in modules for m in new_modules):
+        raise BundleError(f"{path}: `new_modules` must be a list of module names from [modules]")
     bundle = {
         "name": name,
         "version": version,
@@ -174,6 +177,7 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool
         "requires": _require_str(manifest, "requires", path, False),
         "lazy": lazy_default,
         "modules": loaded,
+        "new_modules": list(new_modules),
         "manifest": text,
         "signature": None,
     }

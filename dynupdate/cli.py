@@ -12,9 +12,9 @@ from typing import Any, Callable, Dict, Optional
 
 import click
 
-from . import errors
+from . import errors, streams
 
-_json_output = {"enabled": False, "command": None, "pid": None}
+_json_output: Dict[str, Any] = {"enabled": False, "command": None, "pid": None, "verbose": False}
 
 
 
@@ -28,7 +28,7 @@ def pid_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
     resolved = click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
                             help="Read the target's pid from this file (e.g. gunicorn's -p).")(resolved)
-    return click.option("--pid", "-p", type=int, default=None, help="Process id of the target.")(resolved)
+    return click.option("--pid", "-p", type=click.IntRange(min=1), default=None, help="Process id of the target.")(resolved)
 
 
 tree_option = click.option("--tree", is_flag=True, help="The process and all its descendants (a pre-fork "
@@ -59,25 +59,34 @@ def rollout_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
+def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if value != value:  # NaN passes every range check
+        raise click.BadParameter("must be a number of seconds")
+    return value
+
+
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01, max=86400), default=10.0,
+                              show_default=True, callback=_finite,
                               help="Seconds to wait for a safe point before giving up (exit 4, nothing changed).")
 allow_stdlib_option = click.option("--allow-stdlib", is_flag=True,
                                    help="Allow patching standard-library modules (refused by default; "
                                         "the agent's own modules and msgpack are never allowed).")
+verbose_option = click.option("--verbose", "-v", is_flag=True,
+                              help="Show the agent's own frames in target-side tracebacks too.")
 key_option = click.option("--key-file", type=click.Path(dir_okay=False), default=None,
                           help="Sign the bundle with this key (targets started with DYNUPDATE_KEY_FILE require it).")
 
 
-def _set_json(as_json: bool, command: str, pid: Optional[int] = None) -> None:
-    _json_output.update(enabled=as_json, command=command, pid=pid)
+def _set_json(as_json: bool, command: str, pid: Optional[int] = None, verbose: bool = False) -> None:
+    _json_output.update(enabled=as_json, command=command, pid=pid, verbose=verbose)
 
 
 def _notifier(as_json: bool) -> Callable[[str], None]:
+    """What the CLI does to a process besides the request (an injection) is said on stderr, in every mode."""
     from . import render
 
     def notify(message: str) -> None:
-        if not as_json:
-            render.err.print(render.txt(message, "cyan", multiline=True))
+        render.err.print(render.txt(f"dynupdate: {message}", "cyan", multiline=True))
     return notify
 
 
@@ -107,11 +116,14 @@ def run(args: tuple) -> None:
     """Run a Python program with the agent listening before its code starts.
 
     \b
-    Three forms (pid, signals and exit status stay the program's own):
+    Forms (pid, signals and exit status stay the program's own):
       dynupdate run app.py [args]
       dynupdate run -m pkg.mod [args]
-      dynupdate run -- PYTHON [interpreter options] (app.py | -m pkg.mod) [args]
-    e.g. dynupdate run -- /usr/bin/python3 -X dev -m myservice --port 8000
+      dynupdate run -c CODE [args]
+      dynupdate run -- PYTHON [interpreter options] (app.py | -m pkg.mod | -c CODE) [args]
+    Examples:
+      dynupdate run app.py --port 8000
+      dynupdate run -- /usr/bin/python3 -X dev -m myservice --port 8000
     The interpreter may be any CPython >= 3.9, even one without dynupdate installed.
     """
     from . import runner
@@ -121,7 +133,7 @@ def run(args: tuple) -> None:
 
 @cli.command()
 @pid_option
-@click.option("--inject-timeout", type=float, default=20.0, show_default=True,
+@click.option("--inject-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
               help="Seconds to wait for the injected agent to answer.")
 @json_option
 def attach(pid: int, inject_timeout: float, as_json: bool) -> None:
@@ -156,9 +168,13 @@ def attach(pid: int, inject_timeout: float, as_json: bool) -> None:
 def status(pid: int, as_json: bool, no_inject: bool, tree: bool) -> None:
     """Show a target's version, history, generation, threads and factories.
 
+    Like `attach`, this injects an agent into a process that has none (said on
+    stderr, in every mode); --no-inject looks without changing the process.
+
     \b
     Examples:
-      dynupdate status --pid 4242 --json | jq .version
+      dynupdate status --pid 4242
+      dynupdate status --pid 4242 --json --no-inject | jq .version
       dynupdate status --pidfile /run/gunicorn.pid --tree    # one row per process, flags version skew
     """
     from . import attach as attach_mod, render
@@ -180,12 +196,24 @@ def status(pid: int, as_json: bool, no_inject: bool, tree: bool) -> None:
 
 
 @cli.command()
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects instead of a table.")
 def ps(as_json: bool) -> None:
-    """List the Python processes you can see, and which run an agent."""
-    from . import procs, render
+    """List the Python processes you can see, and which run an agent.
+
+    The command column shows the program (for `dynupdate run app.py`, the
+    launcher is hidden) and is cut to the terminal width. --json prints a list
+    of objects. Sockets left by processes that no longer exist are removed
+    from your own socket folders.
+
+    \b
+    Examples:
+      dynupdate ps
+      dynupdate ps --json | jq '.[] | select(.agent) | .pid'
+    """
+    from . import procs, render, stale
 
     _set_json(as_json, "ps")
+    stale.remove_stale_sockets()
     rows = procs.python_processes()
     if as_json:
         render.emit_json(rows)
@@ -221,37 +249,50 @@ def check(bundle: str, key_file: Optional[str], allow_stdlib: bool, as_json: boo
             render.out.print(render.txt(f"  {m['name']:<30} {m['file']:<24} sha256 {m['sha256'][:16]}…"))
 
 
-def _progress_printer(as_json: bool):
-    from . import render
+def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[str, Any]],
+                verbose: bool = False) -> None:
+    """Send one update request and report the outcome the target has, whatever happens to us meanwhile."""
+    from contextlib import ExitStack
 
-    if as_json:
-        return None, None
-    status_line = render.err.status("contacting the target…")
+    from . import attach as attach_mod, interrupt, render
 
-    def on_progress(event: Dict[str, Any]) -> None:
-        text = render.describe_progress(event)
-        status_line.update(text)
-        if event.get("done_phase"):
-            render.err.print(render.line("  ", ("✓", "green"), " ", render.txt(event["done_phase"])))
-    return status_line, on_progress
-
-
-def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[str, Any]]) -> None:
-    from . import attach as attach_mod, render
-
-    _set_json(as_json, action, pid)
+    _set_json(as_json, action, pid, verbose)
     client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
-    status_line, on_progress = _progress_printer(as_json)
-    with client:
-        if status_line is None:
-            result = call(client, on_progress)
-        else:
-            with status_line:
-                result = call(client, on_progress)
+    marks = None if as_json else render.PhaseMarks(render.err)
+    ctrl_c = interrupt.arm(client)
+    with ExitStack() as stack:
+        stack.enter_context(client)
+        if marks is not None:
+            stack.enter_context(marks)
+        try:
+            result = call(client, marks.on_progress if marks else None)
+        except errors.RemoteError as exc:
+            ctrl_c.finished = True
+            if marks is not None:
+                marks.failed()
+            if ctrl_c.requested and (exc.remote or {}).get("type") == "ClientDisconnected":
+                version = (exc.result or {}).get("version")
+                raise errors.Interrupted(
+                    f"interrupted (Ctrl-C): the {action} was abandoned; pid {pid} runs {version!r} unchanged",
+                    remote=exc.remote, result=exc.result) from None
+            raise
+        except KeyboardInterrupt:
+            ctrl_c.finished = True
+            raise errors.Interrupted(
+                f"interrupted again before pid {pid} answered: the outcome of the {action} is unknown",
+                hint=f"check it with `dynupdate status --pid {pid}`") from None
+        finally:
+            ctrl_c.finished = True
+        if marks is not None:
+            marks.succeeded(result)
     if as_json:
         render.emit_json(update_json(result, pid))
     else:
         render.update_summary(result, action=action)
+    if ctrl_c.requested:
+        render.err.print(render.line(("interrupted too late:", "yellow"),
+                                     f" the {action} had already landed; pid {pid} runs ",
+                                     render.txt(repr(result.get("version")))))
 
 
 @cli.command()
@@ -266,13 +307,17 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
 @json_option
 @tree_option
 @rollout_options
+@verbose_option
 def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool,
-          key_file: Optional[str], allow_stdlib: bool, as_json: bool, tree: bool, rollout: Any) -> None:
+          key_file: Optional[str], allow_stdlib: bool, as_json: bool, tree: bool, rollout: Any,
+          verbose: bool) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
     The bundle is validated here first (exit 2 if invalid). The agent is
     injected if none runs. Any failure leaves the target on its previous
     version with its state intact (exit 1; exit 4 if no safe point in time).
+    Ctrl-C abandons the update if it has not landed yet and says which
+    happened (exit 130 if abandoned). --dry-run prints the plan.
 
     \b
     Examples:
@@ -283,7 +328,7 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
     """
     from .bundle import load_bundle, read_key
 
-    _set_json(as_json, "apply", pid)
+    _set_json(as_json, "apply", pid, verbose)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, lazy=lazy,
                          allow_stdlib=allow_stdlib)
     from . import tree as tree_mod
@@ -294,7 +339,7 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
         step = tree_mod.apply_step(loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, allow_stdlib=allow_stdlib)
         return tree_mod.run_cli("apply", pid, step, rollout, as_json=as_json, timeout=timeout)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
-        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p, allow_stdlib=allow_stdlib))
+        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p, allow_stdlib=allow_stdlib), verbose)
 
 
 @cli.command()
@@ -304,7 +349,9 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
 @json_option
 @tree_option
 @rollout_options
-def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool, tree: bool, rollout: Any) -> None:
+@verbose_option
+def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool, tree: bool, rollout: Any,
+             verbose: bool) -> None:
     """Undo the last update (or all updates back to --to VERSION; a no-op if already there).
 
     \b
@@ -320,7 +367,7 @@ def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool,
     if tree:
         _set_json(False, "tree", pid)  # the tree prints its own JSON object
         return tree_mod.run_cli("rollback", pid, step, rollout, as_json=as_json, timeout=timeout)
-    _run_update(pid, as_json, "rollback", step)
+    _run_update(pid, as_json, "rollback", step, verbose)
 
 
 @cli.command()
@@ -328,7 +375,17 @@ def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool,
 @click.option("--async", "use_async", is_flag=True,
               help="Demo an asyncio service instead: updated with requests in flight, the event loop never stops.")
 def demo(keep: bool, use_async: bool) -> None:
-    """Run the whole job on a bundled demo service: serve, patch, verify, roll back."""
+    """Run the whole job on a bundled demo service: serve, patch, verify, roll back.
+
+    Works from any install: the demo service and its bundle ship inside the
+    package. Exits non-zero if any step misbehaves.
+
+    \b
+    Examples:
+      dynupdate demo
+      dynupdate demo --keep      # leave the service running to try the commands yourself
+      dynupdate demo --async     # an asyncio service updated with requests in flight
+    """
     from .demo import run_demo
 
     run_demo(keep=keep, use_async=use_async)
@@ -371,7 +428,7 @@ def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],
         "error": error,
     }
     obj = {key: values[key] for key in wire.RESULT_KEYS}
-    for key in ("dry_run", "plan", "planned_version", "bundle"):
+    for key in ("dry_run", "plan", "plan_summary", "planned_version", "bundle"):
         if key in result:
             obj[key] = result[key]
     return obj
@@ -385,23 +442,36 @@ def _report(exc: errors.DynupdateError) -> None:
             render.emit_json(update_json(exc.result, _json_output["pid"], error=exc.as_json()))
         else:
             render.emit_json({"ok": False, "pid": _json_output["pid"], "error": exc.as_json()})
-    render.error(exc)
+    render.error(exc, verbose=bool(_json_output["verbose"]))
 
 
-def main(argv: Optional[list] = None) -> None:
-    """Console entry point: run the CLI and map errors to exit codes, here and only here."""
+def _exit_code(argv: Optional[list]) -> int:
     try:
         cli.main(args=argv, prog_name="dynupdate", standalone_mode=False)
     except errors.DynupdateError as exc:
         _report(exc)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        exc.show(file=streams.stderr)  # type: ignore[arg-type]
+        return exc.exit_code
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0)
+        _report(errors.Interrupted("interrupted (Ctrl-C) before any update request was sent",
+                                   hint="no update was sent; if an agent was being injected, "
+                                        "`dynupdate status --pid PID --no-inject` tells whether it runs"))
+        return 130
+    return 0
+
+
+def main(argv: Optional[list] = None) -> None:
+    """Console entry point: run the CLI and map errors to exit codes, here and only here.
+
+    The exit code describes the target: output streams that went away (a pipe
+    closed by `head`) are silenced, never allowed to change it.
+    """
+    code = _exit_code(argv)
+    streams.settle()
+    sys.exit(code)

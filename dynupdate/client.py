@@ -78,6 +78,17 @@ class Client:
     def close(self) -> None:
         self._sock.close()
 
+    def abandon(self) -> None:
+        """Tell the agent we are gone (half-close) while still reading its final reply.
+
+        The agent abandons an update it has not recorded yet, then answers with
+        the outcome: so a Ctrl-C can report what really happened in the target.
+        """
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def __enter__(self) -> "Client":
         return self
 

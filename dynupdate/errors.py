@@ -6,6 +6,7 @@ Exit codes (a published contract, see README):
   2 usage error or invalid input, detected before contacting the target
   3 target unreachable (no such process, not Python, permission, gdb, injection)
   4 no safe point was reached within --timeout; the target is unchanged
+  130 interrupted (Ctrl-C); the message says whether the target is unchanged
 """
 from __future__ import annotations
 
@@ -94,6 +95,12 @@ class SafePointTimeout(RemoteError):
     """No safe point within --timeout; the update was abandoned, nothing changed."""
 
     exit_code = 4
+
+
+class Interrupted(DynupdateError):
+    """Ctrl-C: the update was abandoned before it landed (the target is unchanged) or the outcome is unknown."""
+
+    exit_code = 130
 
 
 _REMOTE_TYPES = {"Busy": Busy, "SafePointTimeout": SafePointTimeout}

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from dynupdate_agent import wire
 
-from . import errors
+from . import errors, runner
 from .attach import _looks_like_python
 from .client import Client, agent_socket
 
@@ -57,16 +57,18 @@ def _candidates() -> List[Dict[str, Any]]:
                 continue
         except Exception:  # noqa: BLE001 - a process that vanished or that we may not inspect
             continue
+        cmdline = " ".join(info["cmdline"] or []) or info["name"] or ""
         rows.append({
             "pid": info["pid"],
             "user": info["username"],
-            "cmdline": " ".join(info["cmdline"] or []) or info["name"] or "",
+            "cmdline": cmdline,
+            "program": " ".join(runner.program_of(cmdline.split(" "))),  # the launcher of `dynupdate run` hidden
         })
     return rows
 
 
 def python_processes() -> List[Dict[str, Any]]:
-    """One row per Python process: pid, user, cmdline, agent, agent_version, version."""
+    """One row per Python process: pid, user, cmdline, program, agent, agent_version, version."""
     rows = _candidates()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=PROBE_WORKERS, thread_name_prefix="dynupdate-ps")
     try:

@@ -11,16 +11,34 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import sys
 from typing import Any, Dict, List, Optional, Union
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-out = Console(highlight=False, markup=False, emoji=False)
-err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+from . import streams
+
+#: width when the output is not a terminal and COLUMNS is unset: long values (digests, paths) stay on one line
+UNWRAPPED = 4096
+
+
+def _width(stream: streams.Guarded) -> Optional[int]:
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if stream.isatty() else UNWRAPPED
+
+
+# target-supplied strings are printed as text, never as markup (see `txt`); our own styling uses Text too
+out = Console(file=streams.stdout, highlight=False, markup=False, emoji=False,  # type: ignore[arg-type]
+              width=_width(streams.stdout))
+err = Console(file=streams.stderr, highlight=False, markup=False, emoji=False,  # type: ignore[arg-type]
+              width=_width(streams.stderr))
 
 # C0 and C1 controls, DEL, and the invisible characters that reorder or hide text
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
@@ -53,8 +71,8 @@ def line(*parts: Part) -> Text:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    sys.stdout.flush()
+    streams.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    streams.stdout.flush()
 
 
 def _when(ts: Optional[float]) -> str:
@@ -66,14 +84,52 @@ def _when(ts: Optional[float]) -> str:
         return clean(ts)
 
 
-def error(exc: Exception) -> None:
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
+
+
+def _is_agent_file(path: str) -> bool:
+    import dynupdate_agent
+
+    folder = os.path.dirname(path)
+    return folder == os.path.dirname(os.path.abspath(dynupdate_agent.__file__)) or \
+        os.path.basename(folder) == "dynupdate_agent"
+
+
+def user_traceback(text: str, verbose: bool = False) -> str:
+    """A target-side traceback with the agent's own frames folded into one line (all of them if verbose).
+
+    What the user can act on are the frames of their bundle and application;
+    the engine's frames around them are noise unless debugging dynupdate itself.
+    """
+    if verbose:
+        return text.rstrip()
+    lines, hidden, skipping = [], 0, False
+    for line in text.rstrip().splitlines():
+        match = _FRAME.match(line)
+        if match:
+            skipping = _is_agent_file(match.group("file"))
+            if skipping:
+                hidden += 1
+                continue
+        elif skipping and line.startswith("    "):
+            continue
+        else:
+            skipping = False
+        if hidden:
+            lines.append(f"  [{hidden} dynupdate agent frame(s) hidden; --verbose shows them]")
+            hidden = 0
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def error(exc: Exception, verbose: bool = False) -> None:
     from .errors import DynupdateError
 
     err.print(line(("error:", "bold red"), " ", txt(getattr(exc, "message", str(exc)), multiline=True)))
     if isinstance(exc, DynupdateError):
         if exc.remote and exc.remote.get("traceback"):
             err.print(Text("target-side traceback:", style="dim"))
-            err.print(txt(str(exc.remote["traceback"]).rstrip(), multiline=True))
+            err.print(txt(user_traceback(str(exc.remote["traceback"]), verbose).rstrip(), multiline=True))
         if exc.hint:
             err.print(line(("hint:", "yellow"), " ", txt(exc.hint, multiline=True)))
 
@@ -85,10 +141,11 @@ def status(data: Dict[str, Any]) -> None:
     out.print(line("agent ", txt(agent.get("version")), " on Python ", txt(agent.get("python")),
                    f", started {_when(agent.get('started_at'))}, socket ", txt(agent.get("socket"))))
     hist = Table(title="Version history", title_justify="left")
-    for col in ("#", "version", "bundle", "applied at"):
+    for col in ("#", "version", "bundle", "applied at", "rolled back at"):
         hist.add_column(col)
     for i, row in enumerate(data.get("history") or []):
-        hist.add_row(str(i), txt(row.get("version")), txt(row.get("name")), _when(row.get("applied_at")))
+        hist.add_row(str(i), txt(row.get("version")), txt(row.get("name")), _when(row.get("applied_at")),
+                     _when(row.get("rolled_back_at")) if row.get("rolled_back_at") else "")
     out.print(hist)
     threads = Table(title="Threads", title_justify="left")
     for col in ("id", "name", "generation", "in activity"):
@@ -115,14 +172,38 @@ def status(data: Dict[str, Any]) -> None:
 
 
 def processes(rows: List[Dict[str, Any]]) -> None:
+    """One row per process; the command (the program, launcher hidden) is cut to fit the width, never wrapped."""
+    cells = [(str(r["pid"]), clean(r["user"]), clean(f"yes ({r['agent_version']})") if r["agent"] else "no",
+              clean(r["version"]) if r.get("version") is not None else "-",
+              clean(r.get("program") or r["cmdline"])) for r in rows]
+    widths = [max([len(col)] + [len(c[i]) for c in cells])
+              for i, col in enumerate(("pid", "user", "agent", "version"))]
     table = Table(title="Python processes", title_justify="left")
-    for col in ("pid", "user", "agent", "version", "command"):
-        table.add_column(col)
-    for r in rows:
-        agent = line("yes (", txt(r["agent_version"]), ")") if r["agent"] else Text("no")
-        version = txt(r["version"]) if r.get("version") is not None else Text("-")
-        table.add_row(str(r["pid"]), txt(r["user"]), agent, version, txt(clean(r["cmdline"])[:200]))
+    for col, width in zip(("pid", "user", "agent", "version"), widths):
+        table.add_column(col, no_wrap=True, min_width=width)
+    borders = 3 * 5 + 1  # "│ x " per column and the closing "│"
+    table.add_column("command", no_wrap=True, overflow="ellipsis",
+                     max_width=max(12, out.width - sum(widths) - borders))
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
     out.print(table)
+
+
+_PLAN_ORDER = ("updated", "replaced", "added", "removed", "kept", "new_modules")
+
+
+def _plan(summary: Dict[str, Any], instances: int) -> None:
+    """The human form of a dry run's plan: each category with its names."""
+    out.print("plan:")
+    for key in _PLAN_ORDER:
+        names = summary.get(key) or []
+        label = key.replace("_", " ")
+        out.print(f"  {label:<12} {len(names):>4}  {', '.join(names) if names else '-'}", markup=False,
+                  highlight=False)
+    if summary.get("references_redirected"):
+        out.print(f"  {'redirected':<12} {summary['references_redirected']:>4}  references to replaced functions",
+                  markup=False)
+    out.print(f"  {'instances':<12} {instances:>4}  to transfer", markup=False)
 
 
 def update_summary(result: Dict[str, Any], *, action: str) -> None:
@@ -147,6 +228,8 @@ def update_summary(result: Dict[str, Any], *, action: str) -> None:
         shown = str(phases)
     table.add_row("phases", txt(shown))
     out.print(table)
+    if result.get("dry_run") and result.get("plan_summary"):
+        _plan(result["plan_summary"], int(updated.get("instances", 0)))
     for w in result.get("warnings") or []:
         err.print(line(("warning:", "yellow"), " ", txt(w, multiline=True)))
 
@@ -171,3 +254,52 @@ def _progress_words(event: Dict[str, Any]) -> str:
     if phase == "transfer" and "done" in event:
         return f"transferring state: {event.get('done', 0)}/{event.get('total', 0)} instances"
     return str(event.get("message") or phase)
+
+
+class PhaseMarks:
+    """Progress of an update on stderr: a live line on a terminal, and a mark per finished phase.
+
+    Each finished phase is marked once. Phases that change nothing in the
+    target (prepare, safepoint) are marked as they finish; phases that do
+    (swap, transfer) only once the target confirms the update landed, since
+    a later failure undoes them. A failed update marks the phase it failed
+    in with ✗ and nothing after it.
+    """
+
+    _HARMLESS = ("prepare", "safepoint")
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.marked: List[str] = []
+        self.current: Optional[str] = None
+        self._live = console.status("contacting the target…") if console.is_terminal else None
+
+    def __enter__(self) -> "PhaseMarks":
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def _mark(self, phase: str, symbol: str = "✓", style: str = "green") -> None:
+        if phase not in self.marked:
+            self.marked.append(phase)
+            self.console.print(line("  ", (symbol, style), " ", txt(phase)))
+
+    def on_progress(self, event: Dict[str, Any]) -> None:
+        if self._live is not None:
+            self._live.update(describe_progress(event))
+        done = event.get("done_phase")
+        if done in self._HARMLESS:
+            self._mark(done)
+        self.current = event.get("phase") or self.current
+
+    def succeeded(self, result: Dict[str, Any]) -> None:
+        for phase in result.get("phases") or {}:
+            self._mark(phase)
+
+    def failed(self) -> None:
+        if self.current and self.current not in self.marked:
+            self._mark(self.current, "✗", "red")

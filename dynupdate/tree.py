@@ -194,7 +194,8 @@ def apply_step(bundle: Dict[str, Any], **kwargs: Any) -> Step:
     """Apply `bundle` to one pid; a pid whose last update is this bundle is already done."""
     def step(client: Client, on_progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
         status = client.status()
-        last = (status.get("history") or [{}])[-1]
+        live = [h for h in status.get("history") or [] if not h.get("rolled_back_at")]
+        last = (live or [{}])[-1]
         if last.get("name") == bundle["name"] and last.get("version") == bundle["version"]:
             return {"ok": True, "pid": client.pid, "version": status.get("version"),
                     "previous_version": status.get("version"), "already": True}

@@ -33,7 +33,8 @@ def test_status_json_shape_is_exactly_the_published_one(start_target, runtime_en
     assert data["pid"] == t.pid
     assert data["version"] == "base"
     assert isinstance(data["generation"], int)
-    assert data["history"] and all(set(h) == {"name", "version", "applied_at"} for h in data["history"])
+    assert data["history"] and all(set(h) == {"name", "version", "applied_at", "rolled_back_at"}
+                               for h in data["history"])
     assert data["history"][0]["version"] == "base"
     assert data["threads"] and all(set(th) == {"id", "name", "generation", "in_activity"} for th in data["threads"])
     assert data["factories"] and all(set(f) == {"class", "instances", "pending"} for f in data["factories"])
