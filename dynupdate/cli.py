@@ -167,6 +167,56 @@ def check(bundle: str, key_file: Optional[str], as_json: bool) -> None:
             render.out.print(f"  {m['name']:<30} {m['file']:<24} sha256 {m['sha256'][:16]}…")
 
 
+@cli.command()
+@click.argument("trees", nargs=-1, type=click.Path(file_okay=False, exists=True))
+@click.option("--from", "from_rev", default=None, metavar="REV", help="Old revision (in a git checkout).")
+@click.option("--to", "to_rev", default=None, metavar="REV", help="New revision [default: the working tree].")
+@click.option("--root", "roots", multiple=True, metavar="DIR",
+              help="A source root modules are imported from (repeatable) [default: src/ if present, else the top].")
+@click.option("--name", default=None, help="Bundle name [default: build-VERSION].")
+@click.option("--version", "version", default=None,
+              help="Version label the process reports after apply [default: the new revision's short hash].")
+@click.option("--requires", default=None, help="Refuse unless the process runs this version.")
+@click.option("-o", "--output", "output", default=None, type=click.Path(), metavar="BUNDLE",
+              help="Folder to write the bundle to (must not exist or be empty). Without it: report only.")
+@click.option("--strict", is_flag=True, help="Exit 1, and write nothing, when any item of the report needs action.")
+@click.option("--stub-transfer", is_flag=True,
+              help="Write a commented __dynupdate_transfer__ skeleton into each class that needs one.")
+@json_option
+def build(trees: tuple, from_rev: Optional[str], to_rev: Optional[str], roots: tuple, name: Optional[str],
+          version: Optional[str], requires: Optional[str], output: Optional[str], strict: bool,
+          stub_transfer: bool, as_json: bool) -> None:
+    """Build a bundle from a source diff, with a compatibility report.
+
+    Changed .py files become bundle modules, named the way the program imports
+    them. The report lists, per module, the functions changed/added/removed,
+    classes whose __init__ sets attributes existing instances lack (with no
+    __dynupdate_transfer__), module-level values that keep their live value,
+    incompatible signatures, and changes the engine refuses.
+
+    \b
+    Examples:
+      dynupdate build --from v1.4.0 -o /tmp/fix-bundle             # v1.4.0 -> working tree
+      dynupdate build --from v1.4.0 --to v1.4.1 --requires base -o b
+      dynupdate build old_src/ new_src/ --root . --version 2 -o b --strict
+    """
+    from . import build as build_mod, render
+
+    _set_json(as_json, "build")
+    if len(trees) not in (0, 2):
+        raise errors.UsageError("give two folders OLD_TREE NEW_TREE, or --from REV [--to REV] in a git checkout")
+    result = build_mod.build(from_rev=from_rev, to_rev=to_rev, old_tree=trees[0] if trees else None,
+                             new_tree=trees[1] if trees else None, roots=roots, name=name, version=version,
+                             requires=requires, out=output, stub=stub_transfer, strict=strict)
+    if as_json:
+        render.emit_json(result.as_json())
+    else:
+        render.build_report(result)
+    if strict and result.needs_action:
+        raise errors.BuildNeedsAction(f"{result.needs_action} item(s) of the report need action; "
+                                      f"no bundle was written (--strict)")
+
+
 def _progress_printer(as_json: bool):
     from . import render
 

@@ -108,3 +108,30 @@ def describe_progress(event: Dict[str, Any]) -> str:
     if phase == "transfer" and "done" in event:
         return f"transferring state: {event.get('done', 0)}/{event.get('total', 0)} instances"
     return event.get("message") or phase
+
+
+def build_report(result: Any) -> None:
+    """The compatibility report of `dynupdate build` (strings from the user's own sources: plain text)."""
+    for m in result.modules:
+        out.print(f"{m.module}  ({m.file}, {m.status})", style="bold", markup=False)
+        for label, names in (("changed", m.changed), ("added", m.added), ("removed", m.removed)):
+            if names:
+                out.print(f"  {label}: {', '.join(names)}", markup=False)
+        for item in m.needs_transfer:
+            out.print(f"  ! {item['class']}: __init__ now sets {', '.join(item['attributes'])}, which existing "
+                      f"instances lack; define __dynupdate_transfer__(self, old)", style="yellow", markup=False)
+        for value in m.values_kept:
+            out.print(f"  ! {value}: new value in the source, but the live value is kept; migrate it in a "
+                      f"module-level __dynupdate_transfer__(old)", style="yellow", markup=False)
+        for item in m.incompatible:
+            out.print(f"  ! {item['name']}: signature incompatible with existing callers: {item['reason']}",
+                      style="yellow", markup=False)
+        for item in m.refused:
+            out.print(f"  x {item['class']}: {item['reason']} (the engine refuses this change)",
+                      style="red", markup=False)
+    for item in result.not_carried:
+        out.print(f"not carried by the bundle: {item['path']} ({item['reason']})", style="dim", markup=False)
+    verdict = f"{result.needs_action} item(s) need action" if result.needs_action else "nothing needs action"
+    where = f"bundle written to {result.bundle}" if result.written else "no bundle written"
+    out.print(f"{result.name} -> version {result.version}: {len(result.modules)} module(s), {verdict}; {where}",
+              markup=False)
