@@ -146,6 +146,13 @@ def dispatch(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         from .status import status
 
         return status(hello())
+    if kind == "probe":
+        from . import probes
+
+        try:
+            return probes.handle(request, signing_key())
+        except probes.ProbeError as exc:
+            return wire.error_reply(exc.kind, exc.message)
     from . import updater
 
     if kind == "apply":

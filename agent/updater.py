@@ -17,7 +17,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, runtime, signing, wire
+from . import diff, factories, generations, history, instances, lazy, probes, runtime, signing, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -518,7 +518,8 @@ def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dic
                                 "wait for it to finish and try again",
                                 version=history.current_version(), previous_version=history.current_version())
     try:
-        return work(request, peer)
+        with probes.detached():  # an update sees real code; probes follow their targets afterwards
+            return work(request, peer)
     except Exception as exc:
         if not isinstance(exc, UpdateError):
             exc = _fail(type(exc).__name__, f"{type(exc).__name__}: {exc}; nothing was changed", exc)

@@ -17,7 +17,7 @@ MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
 #: Request types the agent understands. Anything else gets an error reply.
-REQUEST_TYPES = frozenset({"hello", "status", "apply", "rollback", "ping"})
+REQUEST_TYPES = frozenset({"hello", "status", "apply", "rollback", "ping", "probe"})
 
 
 class ProtocolError(Exception):

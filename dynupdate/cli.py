@@ -306,6 +306,180 @@ def demo(keep: bool) -> None:
     run_demo(keep=keep)
 
 
+def _parse_duration(text: Optional[str]) -> Optional[float]:
+    """'30s', '5m', '2h', '1d' or plain seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise errors.UsageError(f"--for {text!r}: give a duration such as 30s, 5m, 2h") from None
+    if value <= 0:
+        raise errors.UsageError("--for must be positive")
+    return value
+
+
+@cli.group()
+def probe() -> None:
+    """Live probes: log, count, time or capture calls of a running process, then remove them.
+
+    \b
+    Examples:
+      dynupdate probe add --pid 4242 shop.cart:Cart.add --log "add {item} x{qty} -> {return}"
+      dynupdate probe add --pid 4242 shop.cart:total --time --for 5m
+      dynupdate probe add --pid 4242 pkg.views:Handler.get --capture --when "exception is not None"
+      dynupdate probe list --pid 4242
+      dynupdate probe show --pid 4242 p1 --follow
+      dynupdate probe remove --pid 4242 --all
+    """
+
+
+@probe.command("add")
+@pid_option
+@click.argument("target")
+@click.option("--log", "template", default=None, metavar="TEMPLATE",
+              help="A record per call, formatted from the arguments by name, return, exception, duration_ms, "
+                   "thread, task (e.g. \"add {item} -> {return}\").")
+@click.option("--count", is_flag=True, help="Count calls, returns and exceptions.")
+@click.option("--time", "timing", is_flag=True, help="Latency distribution (p50, p90, p99, max).")
+@click.option("--capture", is_flag=True, help="Snapshot of arguments and locals at return or exception.")
+@click.option("--when", default=None, metavar="EXPR", help="Record only calls where EXPR is true (same names; "
+              "`result` for the return value).")
+@click.option("--rate", type=click.FloatRange(min=0.001, max=100000), default=None,
+              help="At most N log/capture records per second [default: 100]; the rest are counted as dropped.")
+@click.option("--for", "duration", default=None, metavar="DURATION", help="Remove the probe after 30s, 5m, 2h...")
+@key_option
+@json_option
+def probe_add(pid: int, target: str, template: Optional[str], count: bool, timing: bool, capture: bool,
+              when: Optional[str], rate: Optional[float], duration: Optional[str], key_file: Optional[str],
+              as_json: bool) -> None:
+    """Install a probe on MODULE:QUALNAME (function, method, static/class method, property accessor).
+
+    \b
+    Example:  dynupdate probe add --pid 4242 shop.cart:Cart.add --count --time
+    """
+    from dynupdate_agent import probes as probes_mod
+
+    from . import render
+    from .bundle import read_key
+
+    _set_json(as_json, "probe", pid)
+    if not (template or count or timing or capture):
+        raise errors.UsageError("say what to record: --log TEMPLATE, --count, --time and/or --capture")
+    if when is not None:
+        try:
+            compile(when, "--when", "eval")
+        except SyntaxError as exc:
+            raise errors.UsageError(f"--when does not compile: {exc.msg}") from None
+    spec = {"target": target, "log": template, "count": count, "time": timing, "capture": capture, "when": when,
+            "rate": rate, "duration": _parse_duration(duration)}
+    signature = probes_mod.sign(read_key(key_file), spec) if key_file else None
+    reply = _probe_request(pid, as_json, "add", probe=spec, signature=signature)
+    if as_json:
+        render.emit_json(reply)
+    else:
+        render.probe_added(reply["probe"])
+
+
+def _probe_request(pid: int, as_json: bool, action: str, **fields: Any) -> Dict[str, Any]:
+    from . import attach as attach_mod
+
+    client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
+    with client:
+        reply = client.probe(action, **fields)
+    reply.pop("id", None)
+    return reply
+
+
+@probe.command("list")
+@pid_option
+@json_option
+def probe_list(pid: int, as_json: bool) -> None:
+    """List the probes of a process (active, and the last ones that ended).
+
+    \b
+    Example:  dynupdate probe list --pid 4242 --json
+    """
+    from . import render
+
+    _set_json(as_json, "probe", pid)
+    reply = _probe_request(pid, as_json, "list")
+    if as_json:
+        render.emit_json(reply)
+    else:
+        render.probe_table(reply["probes"])
+
+
+@probe.command("show")
+@pid_option
+@click.argument("probe_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they happen, until Ctrl-C.")
+@json_option
+def probe_show(pid: int, probe_id: str, follow: bool, as_json: bool) -> None:
+    """Show a probe's counters, timings and records.
+
+    \b
+    Examples:
+      dynupdate probe show --pid 4242 p1
+      dynupdate probe show --pid 4242 p1 --follow --json    # one JSON record per line
+    """
+    import time as time_mod
+
+    from . import attach as attach_mod, render
+
+    _set_json(as_json, "probe", pid)
+    client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
+    with client:
+        reply = client.probe("show", probe_id=probe_id, since=0)
+        reply.pop("id", None)
+        if not follow:
+            if as_json:
+                render.emit_json(reply)
+            else:
+                render.probe_detail(reply["probe"], reply["records"])
+            return
+        last = 0
+        try:
+            while True:
+                for record in reply["records"]:
+                    render.probe_record(record, as_json)
+                    last = max(last, record["seq"])
+                if reply["probe"]["state"] != "active":
+                    render.err.print(f"probe {probe_id} ended: {reply['probe']['reason']}", markup=False)
+                    return
+                time_mod.sleep(0.2)
+                reply = client.probe("show", probe_id=probe_id, since=last)
+        except KeyboardInterrupt:
+            return
+
+
+@probe.command("remove")
+@pid_option
+@click.argument("probe_ids", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every probe.")
+@json_option
+def probe_remove(pid: int, probe_ids: tuple, remove_all: bool, as_json: bool) -> None:
+    """Remove probes; each function gets back its exact original code object.
+
+    \b
+    Examples:
+      dynupdate probe remove --pid 4242 p1 p3
+      dynupdate probe remove --pid 4242 --all
+    """
+    from . import render
+
+    _set_json(as_json, "probe", pid)
+    if bool(probe_ids) == remove_all:
+        raise errors.UsageError("give probe ids, or --all")
+    reply = _probe_request(pid, as_json, "remove", ids="all" if remove_all else list(probe_ids))
+    if as_json:
+        render.emit_json(reply)
+    else:
+        render.out.print(f"removed {', '.join(reply['removed']) or 'nothing (no probes)'}", markup=False)
+
+
 def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
     """The published JSON shape of `status --json`: exactly these keys, whatever else the agent sends."""
     agent = data.get("agent") or {}
@@ -319,6 +493,8 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
                      "in_activity": bool(t.get("in_activity"))} for t in data.get("threads") or []],
         "factories": [{"class": f.get("class"), "instances": f.get("instances"), "pending": f.get("pending", 0)}
                       for f in data.get("factories") or []],
+        "probes": [{"id": p.get("id"), "target": p.get("target"), "state": p.get("state")}
+                   for p in data.get("probes") or []],
         "agent": {"version": agent.get("version"), "python": agent.get("python"),
                   "started_at": agent.get("started_at"), "socket": agent.get("socket")},
     }

@@ -133,3 +133,7 @@ class Client:
                  on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
         return self.request("rollback", to=to, timeout=float(timeout), on_progress=on_progress,
                             io_timeout=timeout + 60)
+
+    def probe(self, action: str, **fields: Any) -> Dict[str, Any]:
+        """A live-probe request: action add (probe=spec, signature), list, show (probe_id, since), remove (ids)."""
+        return self.request("probe", action=action, **fields)

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -135,3 +136,62 @@ def build_report(result: Any) -> None:
     where = f"bundle written to {result.bundle}" if result.written else "no bundle written"
     out.print(f"{result.name} -> version {result.version}: {len(result.modules)} module(s), {verdict}; {where}",
               markup=False)
+
+
+def _probe_kinds(p: Dict[str, Any]) -> str:
+    kinds = [k for k in ("count", "time", "capture") if p.get(k)]
+    if p.get("log"):
+        kinds.insert(0, f"log {p['log']!r}")
+    return ", ".join(kinds)
+
+
+def probe_added(p: Dict[str, Any]) -> None:
+    out.print(f"probe {p['id']} on {p['target']}: {_probe_kinds(p)}"
+              + (f" when {p['when']}" if p.get("when") else "")
+              + (f", removed at {_when(p['expires_at'])}" if p.get("expires_at") else ""), markup=False)
+
+
+def probe_table(rows: List[Dict[str, Any]]) -> None:
+    table = Table(title="Probes", title_justify="left")
+    for col in ("id", "target", "records", "state", "calls", "errors", "dropped"):
+        table.add_column(col)
+    for p in rows:
+        table.add_row(Text(p["id"]), Text(p["target"]), Text(_probe_kinds(p)),
+                      Text(p["state"] + (f" ({p['reason']})" if p.get("reason") else "")), str(p["calls"]),
+                      str(p["errors"]), str(p["dropped"]))
+    if not rows:
+        table.add_row("-", "(no probes)", "", "", "", "", "")
+    out.print(table)
+
+
+def probe_record(record: Dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    stamp = datetime.datetime.fromtimestamp(record["time"]).strftime("%H:%M:%S.%f")[:-3]
+    head = f"{stamp} #{record['seq']} {record['duration_ms']:.3f} ms [{record['thread']}" + \
+        (f" / {record['task']}" if record.get("task") else "") + "]"
+    body = record.get("message")
+    if body is None and "arguments" in record:
+        body = f"args {record['arguments']} locals {record.get('locals')} -> {record.get('return')}"
+    if record.get("exception"):
+        body = f"{body or ''} raised {record['exception']}"
+    out.print(f"{head} {body or ''}", markup=False, soft_wrap=True)
+
+
+def probe_detail(p: Dict[str, Any], records: List[Dict[str, Any]]) -> None:
+    out.print(f"probe {p['id']} on {p['target']}: {_probe_kinds(p)} ({p['state']})", markup=False)
+    if p.get("reason"):
+        out.print(f"  {p['reason']}", markup=False)
+    out.print(f"  calls {p['calls']}, returns {p['returns']}, exceptions {p['exceptions']}, "
+              f"records kept {p['records_kept']} (ring of {p['limits']['records']}), dropped {p['dropped']} "
+              f"(rate {p['rate']:g}/s), errors {p['errors']}", markup=False)
+    if p.get("last_error"):
+        out.print(f"  last error: {p['last_error']}", markup=False)
+    t = p.get("timing")
+    if t and t["count"]:
+        out.print(f"  latency over {t['count']} calls: p50 {t['p50_ms']:.3f} ms, p90 {t['p90_ms']:.3f} ms, "
+                  f"p99 {t['p99_ms']:.3f} ms, max {t['max_ms']:.3f} ms", markup=False)
+    for record in records:
+        probe_record(record, False)
