@@ -150,6 +150,24 @@ def resolve(target: str) -> types.FunctionType:
 
 # --- probes and the sites they are installed on -----------------------------------------------
 
+class Counter:
+    """A counter that loses no increment under threads, at the cost of one C call.
+
+    `probe.calls += 1` is three bytecodes that another thread can interleave;
+    `next()` on an `itertools.count` is a single C call under the GIL.
+    """
+
+    __slots__ = ("_count", "incr")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.incr = self._count.__next__
+
+    @property
+    def value(self) -> int:
+        return int(repr(self._count)[len("count("):-1])
+
+
 class Probe:
     """One probe: what it records, its bounded buffers and counters."""
 
@@ -172,7 +190,8 @@ class Probe:
         self.seq = 0
         self.timings: Deque[float] = deque(maxlen=MAX_TIMINGS)
         self.max_ms = 0.0
-        self.calls = self.returns = self.exceptions = self.dropped = self.errors = 0
+        self.calls, self.returns, self.exceptions = Counter(), Counter(), Counter()
+        self.dropped = self.errors = 0
         self.last_error: Optional[str] = None
         self.state = "active"
         self.reason: Optional[str] = None
@@ -200,8 +219,11 @@ class Probe:
         with self._lock:
             self.errors += 1
             self.last_error = f"{where}: {type(exc).__name__}: {exc}"[:REPR_CHARS]
-            if self.errors >= MAX_ERRORS and self.state == "active":
+            disable = self.errors >= MAX_ERRORS and self.state == "active"
+            if disable:
                 self.state, self.reason = "disabled", f"disabled after {self.errors} errors; last: {self.last_error}"
+        if disable:
+            _registry.retire_disabled()
 
     def add_record(self, record: Dict[str, Any]) -> None:
         with self._lock:
@@ -225,8 +247,8 @@ class Probe:
         return {"id": self.id, "target": self.target, "log": self.template, "count": self.count,
                 "time": self.time, "capture": self.capture, "when": self.when_text, "rate": self.rate,
                 "state": self.state, "reason": self.reason, "created_at": self.created_at,
-                "expires_at": self.expires_wall, "calls": self.calls, "returns": self.returns,
-                "exceptions": self.exceptions, "dropped": self.dropped, "errors": self.errors,
+                "expires_at": self.expires_wall, "calls": self.calls.value, "returns": self.returns.value,
+                "exceptions": self.exceptions.value, "dropped": self.dropped, "errors": self.errors,
                 "last_error": self.last_error, "records_kept": len(self.records), "last_seq": self.seq,
                 "timing": self.timing(),
                 "limits": {"records": MAX_RECORDS, "repr_chars": REPR_CHARS, "repr_items": REPR_ITEMS,
@@ -236,7 +258,7 @@ class Probe:
 class _Site:
     """A function with probes on it: its original code and a clone that runs it."""
 
-    __slots__ = ("fn", "original", "clone", "forwarder", "kind", "probes", "signature")
+    __slots__ = ("fn", "original", "clone", "forwarder", "kind", "probes", "signature", "active", "simple")
 
     def __init__(self, fn: types.FunctionType, key: int, dispatch: Any) -> None:
         self.fn = fn
@@ -246,12 +268,52 @@ class _Site:
         self.forwarder = interpose.forwarder(self.original, dispatch, key)
         self.probes: List[Probe] = []
         self.signature: Optional[inspect.Signature] = None
+        self.active: Tuple[Probe, ...] = ()
+        self.simple = True
+
+    def refresh(self) -> None:
+        """Recompute what the fast path needs after a probe was added, removed or disabled."""
+        self.active = tuple(p for p in self.probes if p.state == "active")
+        self.simple = not any(p.needs_names for p in self.active)
+
+    def call_simple(self, args: tuple, kwargs: dict) -> Any:
+        """The fast path for plain functions whose probes only count and time."""
+        probes = self.active
+        for p in probes:
+            p.calls.incr()
+        started = _perf_counter()
+        try:
+            result = self.clone(*args, **kwargs)
+        except BaseException:
+            _tally(probes, started, False)
+            raise
+        duration_ms = (_perf_counter() - started) * 1000.0
+        for p in probes:
+            p.returns.incr()
+            if p.time:
+                p.timings.append(duration_ms)
+                if duration_ms > p.max_ms:
+                    p.max_ms = duration_ms
+        return result
 
     def bind(self, args: tuple, kwargs: dict) -> Dict[str, Any]:
         if self.signature is None:
             self.signature = inspect.signature(self.clone)
         bound = self.signature.bind_partial(*args, **kwargs)
         return dict(bound.arguments)
+
+
+_perf_counter = time.perf_counter
+
+
+def _tally(probes: Tuple[Probe, ...], started: float, returned: bool) -> None:
+    duration_ms = (_perf_counter() - started) * 1000.0
+    for p in probes:
+        (p.returns if returned else p.exceptions).incr()
+        if p.time:
+            p.timings.append(duration_ms)
+            if duration_ms > p.max_ms:
+                p.max_ms = duration_ms
 
 
 def _context() -> Dict[str, Any]:
@@ -286,16 +348,19 @@ class _Dispatch:
         site = self.sites.get(key)
         if site is None:  # taken away while this call was on its way: run the original
             return self.retired[key](*args, **kwargs)
+        if site.kind == interpose.PLAIN:
+            if site.simple:
+                return site.call_simple(args, kwargs)
+            return self._plain(site, args, kwargs)
         if site.kind == interpose.COROUTINE:
             return self._coroutine(site, args, kwargs)
-        if site.kind == interpose.GENERATOR:
-            return self._generator(site, args, kwargs)
-        return self._plain(site, args, kwargs)
+        return self._generator(site, args, kwargs)
 
-    def _start(self, site: _Site) -> List[Probe]:
-        active = [p for p in site.probes if p.state == "active"]
+    @staticmethod
+    def _start(site: _Site) -> Tuple[Probe, ...]:
+        active = site.active
         for p in active:
-            p.calls += 1
+            p.calls.incr()
         return active
 
     def _plain(self, site: _Site, args: tuple, kwargs: dict) -> Any:
@@ -359,7 +424,7 @@ def _call_capturing(site: _Site, args: tuple, kwargs: dict) -> Tuple[Any, Option
     return result, captured
 
 
-def _finish(site: _Site, probes: List[Probe], args: tuple, kwargs: dict, started: float, result: Any,
+def _finish(site: _Site, probes: Tuple[Probe, ...], args: tuple, kwargs: dict, started: float, result: Any,
             exc: Optional[BaseException], local_vars: Optional[Dict[str, Any]]) -> None:
     """Let each probe record the call. Never raises: errors are the probe's, not the target's."""
     if not probes:
@@ -370,10 +435,7 @@ def _finish(site: _Site, probes: List[Probe], args: tuple, kwargs: dict, started
     names: Optional[Dict[str, Any]] = None
     for probe in probes:
         try:
-            if exc is None:
-                probe.returns += 1
-            else:
-                probe.exceptions += 1
+            (probe.returns if exc is None else probe.exceptions).incr()
             if probe.time:
                 probe.timings.append(duration_ms)
                 if duration_ms > probe.max_ms:
@@ -415,8 +477,6 @@ def _finish(site: _Site, probes: List[Probe], args: tuple, kwargs: dict, started
             probe.add_record(record)
         except Exception as other:  # noqa: BLE001 - belt and braces: never into the target
             probe.error("recording", other)
-    if any(p.state != "active" for p in probes):
-        _registry.retire_disabled()
 
 
 # --- the registry ------------------------------------------------------------------------------
@@ -450,11 +510,13 @@ class Registry:
             self._by_fn[id(fn)] = key
             fn.__code__ = site.forwarder
         site.probes.append(probe)
+        site.refresh()
 
     def _detach(self, probe: Probe) -> None:
         for key, site in list(self._dispatch.sites.items()):
             if probe in site.probes:
                 site.probes.remove(probe)
+                site.refresh()
                 if not site.probes:
                     if site.fn.__code__ is site.forwarder:
                         site.fn.__code__ = site.original
