@@ -22,9 +22,10 @@ from .plan import MISSING, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 TRANSFER = "__dynupdate_transfer__"
 REVERT = "__dynupdate_revert__"
 LAZY = "__dynupdate_lazy__"
+CHECK = "__dynupdate_check__"
 
 _MODULE_SKIP = {"__name__", "__file__", "__package__", "__loader__", "__spec__", "__builtins__", "__cached__",
-                "__path__", "__dynupdate_deferred_factories__", TRANSFER, REVERT}
+                "__path__", "__dynupdate_deferred_factories__", TRANSFER, REVERT, CHECK}
 _MODULE_TAKE_NEW = {"__doc__", "__all__"}
 _CLASS_SKIP = {"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__"}
 
@@ -54,6 +55,7 @@ class ModulePlan:
     warnings: List[str] = field(default_factory=list)
     module_hook: Optional[types.FunctionType] = None
     revert_hook: Optional[types.FunctionType] = None
+    check_hook: Optional[types.FunctionType] = None
     installed_new: bool = False
     new_factories: List[type] = field(default_factory=list)
 
@@ -350,6 +352,8 @@ class Differ:
             self.mp.module_hook = self.rebind(self.ns[TRANSFER])
         if _is_function(self.ns.get(REVERT)):
             self.mp.revert_hook = self.rebind(self.ns[REVERT])
+        if _is_function(self.ns.get(CHECK)):
+            self.mp.check_hook = self.rebind(self.ns[CHECK])
         for cls in self.ns.get("__dynupdate_deferred_factories__", []):
             live_cls = self.class_map.get(id(cls), cls)
             if not factories.is_updatable(live_cls):
@@ -388,6 +392,8 @@ def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
     if live is None:
         mp.installed_new = True
+        if _is_function(namespace.get(CHECK)):
+            mp.check_hook = namespace[CHECK]
         return mp
     differ = Differ(mp)
     differ.module()

@@ -257,10 +257,13 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
               help="Transfer each instance's state on its first use instead of during the update.")
 @timeout_option
 @click.option("--dry-run", is_flag=True, help="Prepare and check everything in the target, report, change nothing.")
+@click.option("--rehearse", is_flag=True,
+              help="First run the whole update on a forked copy of the target; apply only if it passed.")
+@click.option("--rehearse-only", is_flag=True, help="Rehearse on a forked copy and stop there (nothing changes).")
 @key_option
 @json_option
-def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool,
-          key_file: Optional[str], as_json: bool) -> None:
+def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool, rehearse: bool,
+          rehearse_only: bool, key_file: Optional[str], as_json: bool) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
     The bundle is validated here first (exit 2 if invalid). The agent is
@@ -272,13 +275,17 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
       dynupdate apply --pid 4242 patches/cart-v2
       dynupdate apply --pid 4242 patches/cart-v2 --lazy --timeout 30
       dynupdate apply --pid 4242 patches/cart-v2 --dry-run --json
+      dynupdate apply --pid 4242 patches/cart-v2 --rehearse      # try it on a forked copy first
     """
     from .bundle import load_bundle, read_key
 
     _set_json(as_json, "apply", pid)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None)
+    if dry_run and (rehearse or rehearse_only):
+        raise errors.UsageError("--dry-run and --rehearse exclude each other")
+    mode = "only" if rehearse_only else "first" if rehearse else None
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
-        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p))
+        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, rehearse=mode, on_progress=p))
 
 
 @cli.command()
@@ -514,7 +521,7 @@ def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],
         "warnings": result.get("warnings") or [],
         "error": error,
     }
-    for key in ("dry_run", "plan", "planned_version", "bundle"):
+    for key in ("dry_run", "plan", "planned_version", "bundle", "rehearsal", "rehearsal_only"):
         if key in result:
             obj[key] = result[key]
     return obj

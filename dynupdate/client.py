@@ -124,10 +124,17 @@ class Client:
         return self.request("status")
 
     def apply(self, bundle: Dict[str, Any], *, lazy: Optional[bool] = None, timeout: float = 10.0,
-              dry_run: bool = False, on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
-        """Apply a loaded bundle (see dynupdate.bundle.load_bundle)."""
+              dry_run: bool = False, rehearse: Optional[str] = None,
+              on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+        """Apply a loaded bundle (see dynupdate.bundle.load_bundle).
+
+        `rehearse`: "first" runs the update on a forked copy before the real one,
+        "only" stops after the rehearsal.
+        """
+        fields: Dict[str, Any] = {"rehearse": rehearse} if rehearse else {}
         return self.request("apply", bundle=bundle, lazy=lazy, timeout=float(timeout), dry_run=dry_run,
-                            on_progress=on_progress, io_timeout=timeout + 60)
+                            on_progress=on_progress, io_timeout=timeout + 60 + (timeout + 30 if rehearse else 0),
+                            **fields)
 
     def rollback(self, *, to: Optional[str] = None, timeout: float = 10.0,
                  on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:

@@ -77,6 +77,13 @@ def processes(rows: List[Dict[str, Any]]) -> None:
 
 def update_summary(result: Dict[str, Any], *, action: str) -> None:
     updated = result.get("updated") or {}
+    rehearsal = result.get("rehearsal")
+    if rehearsal:
+        out.print(f"rehearsal on a forked copy passed in {rehearsal.get('seconds', 0) * 1000:.0f} ms", markup=False)
+    if result.get("rehearsal_only"):
+        out.print(f"rehearsal only: pid {result['pid']} still runs {result.get('previous_version')}; "
+                  f"{result.get('planned_version')} would apply", markup=False)
+        return
     if result.get("dry_run"):
         out.print(f"[bold]dry run[/]: {action} would take pid {result['pid']} from "
                   f"[bold]{result.get('previous_version')}[/] to [bold]{result.get('planned_version')}[/]; "
