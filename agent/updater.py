@@ -17,7 +17,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, probes, rehearsal, runtime, signing, veto, wire
+from . import callers, diff, factories, generations, history, instances, lazy, probes, rehearsal, runtime, signing, veto, wire
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -285,6 +285,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         _check_veto(modules)
         tx.finish_phase()
         result.update(ok=True, dry_run=True, planned_version=bundle["version"],
+                      callers_at_risk=callers.at_risk(modules),
                       plan=[repr(op) for mp in modules for op in mp.plan.ops][:500])
         return result
     mediated = [fn for mp in modules for fn in mp.mediated]

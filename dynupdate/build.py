@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from dynupdate_agent import callers
+
 from .bundle import MANIFEST, load_bundle
 from .errors import UsageError
 
@@ -257,31 +259,23 @@ def _metaclass(cls: ast.ClassDef) -> Optional[str]:
     return next((ast.unparse(k.value) for k in cls.keywords if k.arg == "metaclass"), None)
 
 
+def _params(a: ast.arguments) -> List[callers.Param]:
+    """A parsed signature in the normalized form `callers.incompatibility` compares."""
+    positional = a.posonlyargs + a.args
+    first_default = len(positional) - len(a.defaults)
+    out: List[callers.Param] = [(p.arg, callers.POSONLY if i < len(a.posonlyargs) else callers.POS,
+                                 i >= first_default) for i, p in enumerate(positional)]
+    if a.vararg is not None:
+        out.append((a.vararg.arg, callers.VARARGS, False))
+    out += [(p.arg, callers.KWONLY, d is not None) for p, d in zip(a.kwonlyargs, a.kw_defaults)]
+    if a.kwarg is not None:
+        out.append((a.kwarg.arg, callers.VARKW, False))
+    return out
+
+
 def _signature_problem(old: ast.arguments, new: ast.arguments) -> Optional[str]:
     """Why callers written for `old` may break on `new`, or None if every old call still works."""
-    def positional(a: ast.arguments) -> List[str]:
-        return [p.arg for p in a.posonlyargs + a.args]
-
-    old_pos, new_pos = positional(old), positional(new)
-    old_kw = old_pos + [p.arg for p in old.kwonlyargs]
-    new_kw = set(new_pos) | {p.arg for p in new.kwonlyargs}
-    if new.kwarg is None:
-        gone = [n for n in old_kw if n not in new_kw and n not in positional(old)[:len(old.posonlyargs)]]
-        if gone:
-            return f"parameter(s) {', '.join(gone)} removed or renamed"
-    if new.vararg is None and len(new_pos) < len(old_pos) and old.vararg is None:
-        return f"takes {len(new_pos)} positional parameter(s), callers may pass {len(old_pos)}"
-    if old.vararg is not None and new.vararg is None:
-        return f"*{old.vararg.arg} removed"
-    if old.kwarg is not None and new.kwarg is None:
-        return f"**{old.kwarg.arg} removed"
-    required_new = new_pos[:len(new_pos) - len(new.defaults)]
-    added_required = [n for n in required_new if n not in old_pos]
-    added_required += [p.arg for p, d in zip(new.kwonlyargs, new.kw_defaults) if d is None
-                       and p.arg not in [q.arg for q in old.kwonlyargs]]
-    if added_required:
-        return f"new required parameter(s) {', '.join(added_required)}"
-    return None
+    return callers.incompatibility(_params(old), _params(new))
 
 
 def compare_module(name: str, file: str, old_src: Optional[str], new_src: str) -> ModuleReport:

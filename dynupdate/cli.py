@@ -142,24 +142,43 @@ def ps(as_json: bool) -> None:
 
 @cli.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--pid", "-p", type=int, default=None,
+              help="Also dry-run it in this process and report the callers at risk (changes nothing).")
 @key_option
 @json_option
-def check(bundle: str, key_file: Optional[str], as_json: bool) -> None:
+def check(bundle: str, pid: Optional[int], key_file: Optional[str], as_json: bool) -> None:
     """Validate a patch bundle without contacting any process (exit 2 if invalid).
 
+    With --pid, the bundle is also prepared in that process (a dry run) and
+    the callers at risk are listed: functions, methods and classes the bundle
+    removes or whose signature becomes incompatible, and the places outside
+    the bundle that still refer to them.
+
     \b
-    Example:  dynupdate check patches/cart-v2
+    Examples:
+      dynupdate check patches/cart-v2
+      dynupdate check patches/cart-v2 --pid 4242 --json
     """
     from . import render
     from .bundle import load_bundle, read_key
 
-    _set_json(as_json, "check")
+    _set_json(as_json, "check", pid)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None)
     summary = {"ok": True, "name": loaded["name"], "version": loaded["version"], "requires": loaded["requires"],
                "lazy": loaded["lazy"], "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
                "signed": loaded["signature"] is not None}
+    if pid is not None:
+        from . import attach as attach_mod
+
+        client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
+        with client:
+            result = client.apply(loaded, dry_run=True)
+        summary["target"] = update_json(result, pid)
     if as_json:
         render.emit_json(summary)
+        return
+    if pid is not None:
+        render.update_summary(summary["target"], action="apply")
     else:
         render.out.print(f"bundle [bold]{loaded['name']}[/] -> version [bold]{loaded['version']}[/] is valid",
                          markup=True)
@@ -521,7 +540,7 @@ def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],
         "warnings": result.get("warnings") or [],
         "error": error,
     }
-    for key in ("dry_run", "plan", "planned_version", "bundle", "rehearsal", "rehearsal_only"):
+    for key in ("dry_run", "plan", "planned_version", "bundle", "rehearsal", "rehearsal_only", "callers_at_risk"):
         if key in result:
             obj[key] = result[key]
     return obj

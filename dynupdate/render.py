@@ -102,6 +102,21 @@ def update_summary(result: Dict[str, Any], *, action: str) -> None:
     out.print(table)
     for w in result.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {w}", markup=True)
+    callers_at_risk(result.get("callers_at_risk"))
+
+
+def callers_at_risk(items: Optional[List[Dict[str, Any]]]) -> None:
+    """What the bundle removes or changes incompatibly, and who outside it still refers to it."""
+    if items is None:
+        return
+    if not items:
+        out.print("callers at risk: none", markup=False)
+        return
+    out.print(f"callers at risk ({len(items)}):", style="yellow", markup=False)
+    for item in items:
+        out.print(f"  {item['name']}: {item['change']}", markup=False)
+        for place in item["callers"] or ["(no reference found outside the bundle)"]:
+            out.print(f"      {place}", markup=False)
 
 
 def describe_progress(event: Dict[str, Any]) -> str:

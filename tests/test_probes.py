@@ -292,3 +292,46 @@ def test_probes_on_other_python_versions(python):
         assert _get(port, "code") == before
     finally:
         target.stop()
+
+
+def test_callers_at_risk_for_a_removed_method_and_a_changed_signature(app, tmp_path):
+    """`apply --dry-run` and `check --pid` name what the bundle breaks and who still uses it."""
+    proc, port = app
+    source = (APP / "shopmod.py").read_text()
+    source = source.replace("def total(items, tax=0.1):\n    subtotal = sum(items)",
+                            "def total(values, tax=0.1):\n    subtotal = sum(values)")
+    source = source.replace("    @staticmethod\n    def price(item):\n        return len(item)\n\n", "")
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "shopmod.py").write_text(source)
+    (bundle / "patch.toml").write_text('name = "risky"\nversion = "r"\n[modules]\n"shopmod" = "shopmod.py"\n')
+    code, data = dynupdate_json("apply", "--pid", str(proc.pid), str(bundle), "--dry-run")
+    assert code == 0, data
+    risk = {item["name"]: item for item in data["callers_at_risk"]}
+    assert set(risk) == {"shopmod:total", "shopmod:Cart.price"}, risk
+    assert risk["shopmod:total"]["change"] == "signature: parameter(s) items removed or renamed"
+    assert "__main__.total holds it" in risk["shopmod:total"]["callers"]
+    assert "__main__.call names it" in risk["shopmod:total"]["callers"]
+    assert risk["shopmod:Cart.price"]["change"] == "removed"
+    assert "__main__.call names it" in risk["shopmod:Cart.price"]["callers"]
+    check = dynupdate("check", str(bundle), "--pid", str(proc.pid))
+    assert check.returncode == 0, check.stderr
+    assert "callers at risk (2):" in check.stdout and "__main__.total holds it" in check.stdout
+    code, status = dynupdate_json("status", "--pid", str(proc.pid))
+    assert status["version"] == "base"  # a dry run changes nothing
+
+
+@pytest.mark.parametrize("old, new, problem", [
+    ([("a", "pos", False)], [("a", "pos", False), ("b", "pos", True)], None),
+    ([("a", "pos", False)], [("b", "pos", False)], "parameter(s) a removed or renamed"),
+    ([("a", "pos", False)], [("a", "pos", False), ("b", "kwonly", False)], "new required parameter(s) b"),
+    ([("a", "pos", False), ("b", "pos", True)], [("a", "pos", False)], "parameter(s) b removed or renamed"),
+    ([("a", "pos", False)], [("a", "pos", False), ("kw", "varkw", False)], None),
+    ([("a", "posonly", False), ("b", "posonly", False)], [("a", "posonly", False)],
+     "takes 1 positional parameter(s), callers may pass 2"),
+    ([("args", "varargs", False)], [], "*args removed"),
+])
+def test_incompatibility_rules(old, new, problem):
+    from dynupdate_agent.callers import incompatibility
+
+    assert incompatibility(old, new) == problem
