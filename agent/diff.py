@@ -20,9 +20,10 @@ from .plan import MISSING, ForwardFunction, Plan, SetAttr, SetCell, SetItem, Upd
 TRANSFER = "__dynupdate_transfer__"
 REVERT = "__dynupdate_revert__"
 LAZY = "__dynupdate_lazy__"
+CHECK = "__dynupdate_check__"
 
 _MODULE_SKIP = {"__name__", "__file__", "__package__", "__loader__", "__spec__", "__builtins__", "__cached__",
-                "__path__", "__dynupdate_deferred_factories__", TRANSFER, REVERT}
+                "__path__", "__dynupdate_deferred_factories__", TRANSFER, REVERT, CHECK}
 _MODULE_TAKE_NEW = {"__doc__", "__all__"}
 #: class attributes that describe the code, not state: dataclass metadata, annotations
 _CLASS_TAKE_NEW = {"__annotations__", "__dataclass_fields__", "__dataclass_params__", "__match_args__",
@@ -55,6 +56,7 @@ class ModulePlan:
     warnings: List[str] = field(default_factory=list)
     module_hook: Optional[types.FunctionType] = None
     revert_hook: Optional[types.FunctionType] = None
+    check_hook: Optional[types.FunctionType] = None
     installed_new: bool = False
     new_factories: List[type] = field(default_factory=list)
 
@@ -396,6 +398,8 @@ class Differ:
             self.mp.module_hook = self.rebind(self.ns[TRANSFER])
         if _is_function(self.ns.get(REVERT)):
             self.mp.revert_hook = self.rebind(self.ns[REVERT])
+        if _is_function(self.ns.get(CHECK)):
+            self.mp.check_hook = self.rebind(self.ns[CHECK])
         for cls in self.ns.get("__dynupdate_deferred_factories__", []):
             live_cls = self.class_map.get(id(cls), cls)
             if not factories.is_updatable(live_cls):
@@ -452,6 +456,8 @@ def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     lease.keep_with(mp.plan)
     if live is None:
         mp.installed_new = True
+        if _is_function(namespace.get(CHECK)):
+            mp.check_hook = namespace[CHECK]
         return mp
     differ = Differ(mp)
     differ.module()

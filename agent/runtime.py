@@ -92,6 +92,20 @@ def stop() -> None:
             _agent = None
 
 
+#: set by the agent around a fork of its own (a rehearsal): that child must not start an agent
+_forking_copy = False
+
+
+def fork_copy() -> int:
+    """Fork a throwaway copy of this process (for a rehearsal): the child gets no agent, no socket."""
+    global _forking_copy
+    _forking_copy = True
+    try:
+        return os.fork()
+    finally:
+        _forking_copy = False
+
+
 def _after_fork_in_child() -> None:
     """A forked child gets its own agent under its own pid; the parent's is untouched.
 
@@ -107,6 +121,8 @@ def _after_fork_in_child() -> None:
     if old is None:
         return
     old.server.abandon()
+    if _forking_copy:
+        return
     try:
         start()
     except Exception:
@@ -150,6 +166,14 @@ def dispatch(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         from .status import status
 
         return status(hello())
+    if kind == "probe":
+        from . import probes
+
+        try:
+            wire.check_request(request)
+            return probes.handle(request, signing_key())
+        except (probes.ProbeError, wire.RequestError) as exc:
+            return wire.error_reply(exc.kind, exc.message)
     from . import updater
 
     if kind == "apply":

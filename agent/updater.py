@@ -18,8 +18,8 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import (diff, factories, forking, generations, history, instances, lazy, refusals, report, runtime,
-               signing, sources, wire)
+from . import (callers, diff, factories, forking, generations, history, instances, lazy, probes, refusals,
+               rehearsal, report, runtime, signing, sources, veto, wire)
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -233,6 +233,16 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     if bundle.get("requires") is not None and bundle["requires"] != previous:
         raise UpdateError("RequirementNotMet", f"bundle {bundle['name']!r} requires version {bundle['requires']!r}, "
                           f"but the process runs {previous!r}; nothing was changed")
+    rehearse = _check_type(request.get("rehearse"), str, "rehearse", optional=True)
+    if rehearse is not None:
+        if rehearse not in ("first", "only"):
+            raise UpdateError("BadRequest", f"rehearse must be 'first' or 'only', got {rehearse!r}")
+        result["rehearsal"] = _rehearse(tx, request, timeout)
+        if rehearse == "only":
+            tx.finish_phase()
+            result.update(ok=True, rehearsal_only=True, planned_version=bundle["version"],
+                          updated=result["rehearsal"]["result"].get("updated"), warnings=[])
+            return result
     tx.send(wire.progress("prepare", message=f"preparing {len(bundle['modules'])} module(s)"))
     pending = 0 if dry_run else lazy.finalize_all()
     modules = [_prepare_module(bundle, mod) for mod in bundle["modules"]]
@@ -251,14 +261,17 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     result.update(updated=updated, warnings=warnings)
     report.annotate(result, bundle, modules)  # warnings + plan summary; refuses unfindable modules
     if dry_run:
+        _check_veto(modules)
         tx.finish_phase()
         result.update(ok=True, dry_run=True, planned_version=bundle["version"],
+                      callers_at_risk=callers.at_risk(modules),
                       plan=[repr(op) for mp in modules for op in mp.plan.ops][:500])
         return result
     mediated = [fn for mp in modules for fn in mp.mediated]
     module_dicts = [vars(mp.module) for mp in modules if mp.module is not None]
     mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)
     try:
+        _check_veto(modules)
         finder = _swap(tx, modules)
         mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
                                      [pair.live for mp in modules for pair in mp.classes]))
@@ -278,6 +291,30 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     tx.finish_phase()
     result.update(ok=True, version=bundle["version"])
     return result
+
+
+def _rehearse(tx: Transaction, request: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """Run the whole update on a forked copy first; refuse the real one if the copy failed."""
+    tx.send(wire.progress("rehearsal", message="rehearsing the update on a forked copy of the process"))
+    child_request = {k: v for k, v in request.items() if k != "rehearse"}
+    # the copy gets the safe-point timeout plus room for its transfers, then it is killed
+    report = rehearsal.rehearse(child_request, timeout + 30.0, _apply, rehearsal.describe_error, runtime.fork_copy)
+    tx.send(wire.progress("rehearsal", message="rehearsal done", done_phase="rehearsal"))
+    if not report.get("ok"):
+        error = report.get("error") or {}
+        raise UpdateError("RehearsalFailed", f"the rehearsal on a forked copy failed, so the process itself was "
+                          f"not touched: {error.get('type')}: {error.get('message')}", error.get("traceback", ""))
+    result = report.get("result") or {}
+    return {"ok": True, "seconds": report.get("seconds"), "phases": result.get("phases"),
+            "result": {"updated": result.get("updated"), "warnings": result.get("warnings")}}
+
+
+def _check_veto(modules: List[diff.ModulePlan]) -> None:
+    """Run the bundle's `__dynupdate_check__` hooks (old code still live); a veto changes nothing."""
+    try:
+        veto.check(modules)
+    except veto.Vetoed as exc:
+        raise UpdateError("Vetoed", f"{exc}; nothing was changed", exc.tb) from None
 
 
 def _prepare_module(bundle: Dict[str, Any], mod: Dict[str, Any]) -> diff.ModulePlan:
@@ -507,8 +544,8 @@ def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dic
                                 "wait for it to finish and try again",
                                 version=history.current_version(), previous_version=history.current_version())
     try:
-        with instances.scope():  # whatever happens, no census watch outlives the request
-            reply = work(request, peer)
+        with instances.scope(), probes.detached():  # no census watch outlives the request; probes follow
+            reply = work(request, peer)             # their targets to the new code afterwards
         sources.settle(keep=bool(reply.get("ok")) and not reply.get("dry_run"))
         return reply
     except Exception as exc:

@@ -80,10 +80,21 @@ REQUESTS: Dict[str, Tuple[Field, ...]] = {
         Field("timeout", _NUMBER, required=False),
         Field("dry_run", _BOOL, required=False),
         Field("allow_stdlib", _OPT_BOOL, required=False, signed=True),
+        # a rehearsal can only refuse more, never change what lands: not signed
+        Field("rehearse", _OPT_STR, required=False),
     ),
     "rollback": (
         Field("to", _OPT_STR, required=False),
         Field("timeout", _NUMBER, required=False),
+    ),
+    # live probes; a target that requires signed bundles requires `signature` on add (see agent/probes.py)
+    "probe": (
+        Field("action", _STR),
+        Field("probe", (dict,), required=False),
+        Field("signature", _OPT_STR, required=False),
+        Field("probe_id", _STR, required=False),
+        Field("since", (int,), required=False),
+        Field("ids", (list, str), required=False),
     ),
 }
 #: Request types the agent understands. Anything else gets an error reply.
@@ -99,10 +110,12 @@ UPDATED_KEYS = ("functions", "classes", "instances", "modules")
 #: keys of every error object: `{"type", "message", "traceback"}`
 ERROR_KEYS = ("type", "message", "traceback")
 #: keys of `status --json` and of its nested rows
-STATUS_KEYS = ("pid", "version", "generation", "history", "threads", "tasks", "factories", "agent")
+STATUS_KEYS = ("pid", "version", "generation", "history", "threads", "tasks", "factories", "probes", "agent")
 HISTORY_KEYS = ("name", "version", "applied_at", "rolled_back_at")
 THREAD_KEYS = ("id", "name", "generation", "in_activity")
 FACTORY_KEYS = ("class", "instances", "pending")
+#: active live probes (`status --json` "probes")
+PROBE_KEYS = ("id", "target", "state")
 #: asyncio tasks and activities per generation (`status --json` "tasks")
 TASK_KEYS = ("generation", "tasks", "activities")
 STATUS_AGENT_KEYS = ("version", "python", "started_at", "socket")

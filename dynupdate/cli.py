@@ -223,30 +223,99 @@ def ps(as_json: bool) -> None:
 
 @cli.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--pid", "-p", type=int, default=None,
+              help="Also dry-run it in this process and report the callers at risk (changes nothing).")
 @key_option
 @allow_stdlib_option
 @json_option
-def check(bundle: str, key_file: Optional[str], allow_stdlib: bool, as_json: bool) -> None:
+def check(bundle: str, pid: Optional[int], key_file: Optional[str], allow_stdlib: bool, as_json: bool) -> None:
     """Validate a patch bundle without contacting any process (exit 2 if invalid).
 
+    With --pid, the bundle is also prepared in that process (a dry run) and
+    the callers at risk are listed: functions, methods and classes the bundle
+    removes or whose signature becomes incompatible, and the places outside
+    the bundle that still refer to them.
+
     \b
-    Example:  dynupdate check patches/cart-v2
+    Examples:
+      dynupdate check patches/cart-v2
+      dynupdate check patches/cart-v2 --pid 4242 --json
     """
     from . import render
     from .bundle import load_bundle, read_key
 
-    _set_json(as_json, "check")
+    _set_json(as_json, "check", pid)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, allow_stdlib=allow_stdlib)
     summary = {"ok": True, "name": loaded["name"], "version": loaded["version"], "requires": loaded["requires"],
                "lazy": loaded["lazy"], "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
                "signed": loaded["signature"] is not None}
+    if pid is not None:
+        from . import attach as attach_mod
+
+        client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
+        with client:
+            result = client.apply(loaded, dry_run=True)
+        summary["target"] = update_json(result, pid)
     if as_json:
         render.emit_json(summary)
+        return
+    if pid is not None:
+        render.update_summary(summary["target"], action="apply")
     else:
         render.out.print(render.line("bundle ", render.txt(loaded["name"], "bold"), " -> version ",
                                      render.txt(loaded["version"], "bold"), " is valid"))
         for m in loaded["modules"]:
             render.out.print(render.txt(f"  {m['name']:<30} {m['file']:<24} sha256 {m['sha256'][:16]}…"))
+
+
+@cli.command()
+@click.argument("trees", nargs=-1, type=click.Path(file_okay=False, exists=True))
+@click.option("--from", "from_rev", default=None, metavar="REV", help="Old revision (in a git checkout).")
+@click.option("--to", "to_rev", default=None, metavar="REV", help="New revision [default: the working tree].")
+@click.option("--root", "roots", multiple=True, metavar="DIR",
+              help="A source root modules are imported from (repeatable) [default: src/ if present, else the top].")
+@click.option("--name", default=None, help="Bundle name [default: build-VERSION].")
+@click.option("--version", "version", default=None,
+              help="Version label the process reports after apply [default: the new revision's short hash].")
+@click.option("--requires", default=None, help="Refuse unless the process runs this version.")
+@click.option("-o", "--output", "output", default=None, type=click.Path(), metavar="BUNDLE",
+              help="Folder to write the bundle to (must not exist or be empty). Without it: report only.")
+@click.option("--strict", is_flag=True, help="Exit 1, and write nothing, when any item of the report needs action.")
+@click.option("--stub-transfer", is_flag=True,
+              help="Write a commented __dynupdate_transfer__ skeleton into each class that needs one.")
+@json_option
+def build(trees: tuple, from_rev: Optional[str], to_rev: Optional[str], roots: tuple, name: Optional[str],
+          version: Optional[str], requires: Optional[str], output: Optional[str], strict: bool,
+          stub_transfer: bool, as_json: bool) -> None:
+    """Build a bundle from a source diff, with a compatibility report.
+
+    Changed .py files become bundle modules, named the way the program imports
+    them. The report lists, per module, the functions changed/added/removed,
+    classes whose __init__ sets attributes existing instances lack (with no
+    __dynupdate_transfer__), module-level values that keep their live value,
+    incompatible signatures, and changes the engine refuses.
+
+    \b
+    Examples:
+      dynupdate build --from v1.4.0 -o /tmp/fix-bundle             # v1.4.0 -> working tree
+      dynupdate build --from v1.4.0 --to v1.4.1 --requires base -o b
+      dynupdate build old_src/ new_src/ --root . --version 2 -o b --strict
+    """
+    from . import build as build_mod, render
+
+    _set_json(as_json, "build")
+    if len(trees) not in (0, 2):
+        raise errors.UsageError("give two folders OLD_TREE NEW_TREE, or --from REV [--to REV] in a git checkout")
+    result = build_mod.build(from_rev=from_rev, to_rev=to_rev, old_tree=trees[0] if trees else None,
+                             new_tree=trees[1] if trees else None, roots=roots, name=name, version=version,
+                             requires=requires, out=output, stub=stub_transfer, strict=strict)
+    if as_json:
+        render.emit_json(result.as_json())
+    else:
+        render.build_report(result)
+    if strict and result.needs_action:
+        raise errors.BuildNeedsAction(f"{result.needs_action} item(s) of the report need action; "
+                                      f"no bundle was written (--strict)")
 
 
 def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[str, Any]],
@@ -302,15 +371,18 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
               help="Transfer each instance's state on its first use instead of during the update.")
 @timeout_option
 @click.option("--dry-run", is_flag=True, help="Prepare and check everything in the target, report, change nothing.")
+@click.option("--rehearse", is_flag=True,
+              help="First run the whole update on a forked copy of the target; apply only if it passed.")
+@click.option("--rehearse-only", is_flag=True, help="Rehearse on a forked copy and stop there (nothing changes).")
 @key_option
 @allow_stdlib_option
 @json_option
 @tree_option
 @rollout_options
 @verbose_option
-def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool,
-          key_file: Optional[str], allow_stdlib: bool, as_json: bool, tree: bool, rollout: Any,
-          verbose: bool) -> None:
+def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool, rehearse: bool,
+          rehearse_only: bool, key_file: Optional[str], allow_stdlib: bool, as_json: bool, tree: bool,
+          rollout: Any, verbose: bool) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
     The bundle is validated here first (exit 2 if invalid). The agent is
@@ -325,21 +397,27 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
       dynupdate apply --pid 4242 patches/cart-v2 --lazy --timeout 30
       dynupdate apply --pid 4242 patches/cart-v2 --dry-run --json
       dynupdate apply --pidfile gunicorn.pid --tree --canary 1 --check 'curl -fs localhost:8000/health' patches/cart-v2
+      dynupdate apply --pid 4242 patches/cart-v2 --rehearse      # try it on a forked copy first
     """
     from .bundle import load_bundle, read_key
 
     _set_json(as_json, "apply", pid, verbose)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, lazy=lazy,
                          allow_stdlib=allow_stdlib)
+    if dry_run and (rehearse or rehearse_only):
+        raise errors.UsageError("--dry-run and --rehearse exclude each other")
+    mode = "only" if rehearse_only else "first" if rehearse else None
     from . import tree as tree_mod
 
     tree_mod.require_tree(tree, rollout)
     if tree:
         _set_json(False, "tree", pid)  # the tree prints its own JSON object
-        step = tree_mod.apply_step(loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, allow_stdlib=allow_stdlib)
+        step = tree_mod.apply_step(loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, allow_stdlib=allow_stdlib,
+                                   rehearse=mode)
         return tree_mod.run_cli("apply", pid, step, rollout, as_json=as_json, timeout=timeout)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
-        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p, allow_stdlib=allow_stdlib), verbose)
+        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p, allow_stdlib=allow_stdlib,
+        rehearse=mode), verbose)
 
 
 @cli.command()
@@ -391,6 +469,180 @@ def demo(keep: bool, use_async: bool) -> None:
     run_demo(keep=keep, use_async=use_async)
 
 
+def _parse_duration(text: Optional[str]) -> Optional[float]:
+    """'30s', '5m', '2h', '1d' or plain seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise errors.UsageError(f"--for {text!r}: give a duration such as 30s, 5m, 2h") from None
+    if value <= 0:
+        raise errors.UsageError("--for must be positive")
+    return value
+
+
+@cli.group()
+def probe() -> None:
+    """Live probes: log, count, time or capture calls of a running process, then remove them.
+
+    \b
+    Examples:
+      dynupdate probe add --pid 4242 shop.cart:Cart.add --log "add {item} x{qty} -> {return}"
+      dynupdate probe add --pid 4242 shop.cart:total --time --for 5m
+      dynupdate probe add --pid 4242 pkg.views:Handler.get --capture --when "exception is not None"
+      dynupdate probe list --pid 4242
+      dynupdate probe show --pid 4242 p1 --follow
+      dynupdate probe remove --pid 4242 --all
+    """
+
+
+@probe.command("add")
+@pid_option
+@click.argument("target")
+@click.option("--log", "template", default=None, metavar="TEMPLATE",
+              help="A record per call, formatted from the arguments by name, return, exception, duration_ms, "
+                   "thread, task (e.g. \"add {item} -> {return}\").")
+@click.option("--count", is_flag=True, help="Count calls, returns and exceptions.")
+@click.option("--time", "timing", is_flag=True, help="Latency distribution (p50, p90, p99, max).")
+@click.option("--capture", is_flag=True, help="Snapshot of arguments and locals at return or exception.")
+@click.option("--when", default=None, metavar="EXPR", help="Record only calls where EXPR is true (same names; "
+              "`result` for the return value).")
+@click.option("--rate", type=click.FloatRange(min=0.001, max=100000), default=None,
+              help="At most N log/capture records per second [default: 100]; the rest are counted as dropped.")
+@click.option("--for", "duration", default=None, metavar="DURATION", help="Remove the probe after 30s, 5m, 2h...")
+@key_option
+@json_option
+def probe_add(pid: int, target: str, template: Optional[str], count: bool, timing: bool, capture: bool,
+              when: Optional[str], rate: Optional[float], duration: Optional[str], key_file: Optional[str],
+              as_json: bool) -> None:
+    """Install a probe on MODULE:QUALNAME (function, method, static/class method, property accessor).
+
+    \b
+    Example:  dynupdate probe add --pid 4242 shop.cart:Cart.add --count --time
+    """
+    from dynupdate_agent import probes as probes_mod
+
+    from . import render
+    from .bundle import read_key
+
+    _set_json(as_json, "probe", pid)
+    if not (template or count or timing or capture):
+        raise errors.UsageError("say what to record: --log TEMPLATE, --count, --time and/or --capture")
+    if when is not None:
+        try:
+            compile(when, "--when", "eval")
+        except SyntaxError as exc:
+            raise errors.UsageError(f"--when does not compile: {exc.msg}") from None
+    spec = {"target": target, "log": template, "count": count, "time": timing, "capture": capture, "when": when,
+            "rate": rate, "duration": _parse_duration(duration)}
+    signature = probes_mod.sign(read_key(key_file), spec) if key_file else None
+    reply = _probe_request(pid, as_json, "add", probe=spec, signature=signature)
+    if as_json:
+        render.emit_json(reply)
+    else:
+        render.probe_added(reply["probe"])
+
+
+def _probe_request(pid: int, as_json: bool, action: str, **fields: Any) -> Dict[str, Any]:
+    from . import attach as attach_mod
+
+    client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
+    with client:
+        reply = client.probe(action, **fields)
+    reply.pop("id", None)
+    return reply
+
+
+@probe.command("list")
+@pid_option
+@json_option
+def probe_list(pid: int, as_json: bool) -> None:
+    """List the probes of a process (active, and the last ones that ended).
+
+    \b
+    Example:  dynupdate probe list --pid 4242 --json
+    """
+    from . import render
+
+    _set_json(as_json, "probe", pid)
+    reply = _probe_request(pid, as_json, "list")
+    if as_json:
+        render.emit_json(reply)
+    else:
+        render.probe_table(reply["probes"])
+
+
+@probe.command("show")
+@pid_option
+@click.argument("probe_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records as they happen, until Ctrl-C.")
+@json_option
+def probe_show(pid: int, probe_id: str, follow: bool, as_json: bool) -> None:
+    """Show a probe's counters, timings and records.
+
+    \b
+    Examples:
+      dynupdate probe show --pid 4242 p1
+      dynupdate probe show --pid 4242 p1 --follow --json    # one JSON record per line
+    """
+    import time as time_mod
+
+    from . import attach as attach_mod, render
+
+    _set_json(as_json, "probe", pid)
+    client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
+    with client:
+        reply = client.probe("show", probe_id=probe_id, since=0)
+        reply.pop("id", None)
+        if not follow:
+            if as_json:
+                render.emit_json(reply)
+            else:
+                render.probe_detail(reply["probe"], reply["records"])
+            return
+        last = 0
+        try:
+            while True:
+                for record in reply["records"]:
+                    render.probe_record(record, as_json)
+                    last = max(last, record["seq"])
+                if reply["probe"]["state"] != "active":
+                    render.err.print(f"probe {probe_id} ended: {reply['probe']['reason']}", markup=False)
+                    return
+                time_mod.sleep(0.2)
+                reply = client.probe("show", probe_id=probe_id, since=last)
+        except KeyboardInterrupt:
+            return
+
+
+@probe.command("remove")
+@pid_option
+@click.argument("probe_ids", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every probe.")
+@json_option
+def probe_remove(pid: int, probe_ids: tuple, remove_all: bool, as_json: bool) -> None:
+    """Remove probes; each function gets back its exact original code object.
+
+    \b
+    Examples:
+      dynupdate probe remove --pid 4242 p1 p3
+      dynupdate probe remove --pid 4242 --all
+    """
+    from . import render
+
+    _set_json(as_json, "probe", pid)
+    if bool(probe_ids) == remove_all:
+        raise errors.UsageError("give probe ids, or --all")
+    reply = _probe_request(pid, as_json, "remove", ids="all" if remove_all else list(probe_ids))
+    if as_json:
+        render.emit_json(reply)
+    else:
+        render.out.print(f"removed {', '.join(reply['removed']) or 'nothing (no probes)'}", markup=False)
+
+
 def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
     """The published JSON shape of `status --json`: exactly the keys of the schema (agent/wire.py)."""
     from dynupdate_agent import wire
@@ -408,6 +660,7 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
                         for f in data.get("factories") or []]
     obj["agent"] = pick(agent, wire.STATUS_AGENT_KEYS)
     obj["tasks"] = [pick(t, wire.TASK_KEYS) for t in data.get("tasks") or []]
+    obj["probes"] = [pick(p, wire.PROBE_KEYS) for p in data.get("probes") or []]
     return obj
 
 
@@ -428,7 +681,8 @@ def update_json(result: Optional[Dict[str, Any]], pid: Optional[int],
         "error": error,
     }
     obj = {key: values[key] for key in wire.RESULT_KEYS}
-    for key in ("dry_run", "plan", "plan_summary", "planned_version", "bundle"):
+    for key in ("dry_run", "plan", "plan_summary", "planned_version", "bundle", "rehearsal", "rehearsal_only",
+                "callers_at_risk"):
         if key in result:
             obj[key] = result[key]
     return obj

@@ -152,13 +152,24 @@ class Client:
 
     def apply(self, bundle: Dict[str, Any], *, lazy: Optional[bool] = None, timeout: float = 10.0,
               dry_run: bool = False, on_progress: Optional[ProgressCallback] = None,
-              allow_stdlib: bool = False) -> Dict[str, Any]:
-        """Apply a loaded bundle (see dynupdate.bundle.load_bundle)."""
-        extra = {"allow_stdlib": True} if allow_stdlib else {}  # sent only when asked for
+              allow_stdlib: bool = False, rehearse: Optional[str] = None) -> Dict[str, Any]:
+        """Apply a loaded bundle (see dynupdate.bundle.load_bundle).
+
+        `rehearse`: "first" runs the update on a forked copy before the real one,
+        "only" stops after the rehearsal.
+        """
+        extra: Dict[str, Any] = {"allow_stdlib": True} if allow_stdlib else {}  # sent only when asked for
+        if rehearse:
+            extra["rehearse"] = rehearse
         return self.request("apply", bundle=bundle, lazy=lazy, timeout=float(timeout), dry_run=dry_run,
-                            on_progress=on_progress, io_timeout=timeout + 60, **extra)
+                            on_progress=on_progress, io_timeout=timeout + 60 + (timeout + 30 if rehearse else 0),
+                            **extra)
 
     def rollback(self, *, to: Optional[str] = None, timeout: float = 10.0,
                  on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
         return self.request("rollback", to=to, timeout=float(timeout), on_progress=on_progress,
                             io_timeout=timeout + 60)
+
+    def probe(self, action: str, **fields: Any) -> Dict[str, Any]:
+        """A live-probe request: action add (probe=spec, signature), list, show (probe_id, since), remove (ids)."""
+        return self.request("probe", action=action, **fields)

@@ -112,3 +112,7 @@ def from_remote(error: Dict[str, Any], result: Optional[Dict[str, Any]] = None) 
     cls = _REMOTE_TYPES.get(kind, RemoteError)
     message = str(error.get("message", "the target reported an error"))
     return cls(f"{kind}: {message}" if cls is RemoteError else message, remote=dict(error), result=result)
+
+
+class BuildNeedsAction(DynupdateError):
+    """`build --strict`: the compatibility report lists items that need the author's action (exit 1)."""

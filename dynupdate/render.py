@@ -17,7 +17,6 @@ import sys
 from typing import Any, Dict, List, Optional, Union
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -208,6 +207,13 @@ def _plan(summary: Dict[str, Any], instances: int) -> None:
 
 def update_summary(result: Dict[str, Any], *, action: str) -> None:
     updated = result.get("updated") or {}
+    rehearsal = result.get("rehearsal")
+    if rehearsal:
+        out.print(f"rehearsal on a forked copy passed in {rehearsal.get('seconds', 0) * 1000:.0f} ms", markup=False)
+    if result.get("rehearsal_only"):
+        out.print(f"rehearsal only: pid {result['pid']} still runs {result.get('previous_version')}; "
+                  f"{result.get('planned_version')} would apply", markup=False)
+        return
     if result.get("dry_run"):
         out.print(line(("dry run", "bold"), f": {action} would take pid {clean(result.get('pid'))} from ",
                        txt(result.get("previous_version"), "bold"), " to ",
@@ -232,6 +238,21 @@ def update_summary(result: Dict[str, Any], *, action: str) -> None:
         _plan(result["plan_summary"], int(updated.get("instances", 0)))
     for w in result.get("warnings") or []:
         err.print(line(("warning:", "yellow"), " ", txt(w, multiline=True)))
+    callers_at_risk(result.get("callers_at_risk"))
+
+
+def callers_at_risk(items: Optional[List[Dict[str, Any]]]) -> None:
+    """What the bundle removes or changes incompatibly, and who outside it still refers to it."""
+    if items is None:
+        return
+    if not items:
+        out.print("callers at risk: none", markup=False)
+        return
+    out.print(f"callers at risk ({len(items)}):", style="yellow", markup=False)
+    for item in items:
+        out.print(txt(f"  {item['name']}: {item['change']}"))
+        for place in item["callers"] or ["(no reference found outside the bundle)"]:
+            out.print(txt(f"      {place}"))
 
 
 def describe_progress(event: Dict[str, Any]) -> Text:
@@ -303,3 +324,89 @@ class PhaseMarks:
     def failed(self) -> None:
         if self.current and self.current not in self.marked:
             self._mark(self.current, "✗", "red")
+
+
+def build_report(result: Any) -> None:
+    """The compatibility report of `dynupdate build` (strings from the user's own sources: plain text)."""
+    for m in result.modules:
+        out.print(f"{m.module}  ({m.file}, {m.status})", style="bold", markup=False)
+        for label, names in (("changed", m.changed), ("added", m.added), ("removed", m.removed)):
+            if names:
+                out.print(f"  {label}: {', '.join(names)}", markup=False)
+        for item in m.needs_transfer:
+            out.print(f"  ! {item['class']}: __init__ now sets {', '.join(item['attributes'])}, which existing "
+                      f"instances lack; define __dynupdate_transfer__(self, old)", style="yellow", markup=False)
+        for value in m.values_kept:
+            out.print(f"  ! {value}: new value in the source, but the live value is kept; migrate it in a "
+                      f"module-level __dynupdate_transfer__(old)", style="yellow", markup=False)
+        for item in m.incompatible:
+            out.print(f"  ! {item['name']}: signature incompatible with existing callers: {item['reason']}",
+                      style="yellow", markup=False)
+        for item in m.refused:
+            out.print(f"  x {item['class']}: {item['reason']} (the engine refuses this change)",
+                      style="red", markup=False)
+    for item in result.not_carried:
+        out.print(f"not carried by the bundle: {item['path']} ({item['reason']})", style="dim", markup=False)
+    verdict = f"{result.needs_action} item(s) need action" if result.needs_action else "nothing needs action"
+    where = f"bundle written to {result.bundle}" if result.written else "no bundle written"
+    out.print(f"{result.name} -> version {result.version}: {len(result.modules)} module(s), {verdict}; {where}",
+              markup=False)
+
+
+def _probe_kinds(p: Dict[str, Any]) -> str:
+    kinds = [k for k in ("count", "time", "capture") if p.get(k)]
+    if p.get("log"):
+        kinds.insert(0, f"log {p['log']!r}")
+    return ", ".join(kinds)
+
+
+def probe_added(p: Dict[str, Any]) -> None:
+    out.print(f"probe {p['id']} on {p['target']}: {_probe_kinds(p)}"
+              + (f" when {p['when']}" if p.get("when") else "")
+              + (f", removed at {_when(p['expires_at'])}" if p.get("expires_at") else ""), markup=False)
+
+
+def probe_table(rows: List[Dict[str, Any]]) -> None:
+    table = Table(title="Probes", title_justify="left")
+    for col in ("id", "target", "records", "state", "calls", "errors", "dropped"):
+        table.add_column(col)
+    for p in rows:
+        table.add_row(Text(p["id"]), Text(p["target"]), Text(_probe_kinds(p)),
+                      Text(p["state"] + (f" ({p['reason']})" if p.get("reason") else "")), str(p["calls"]),
+                      str(p["errors"]), str(p["dropped"]))
+    if not rows:
+        table.add_row("-", "(no probes)", "", "", "", "", "")
+    out.print(table)
+
+
+def probe_record(record: Dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    stamp = datetime.datetime.fromtimestamp(record["time"]).strftime("%H:%M:%S.%f")[:-3]
+    head = f"{stamp} #{record['seq']} {record['duration_ms']:.3f} ms [{record['thread']}" + \
+        (f" / {record['task']}" if record.get("task") else "") + "]"
+    body = record.get("message")
+    if body is None and "arguments" in record:
+        body = f"args {record['arguments']} locals {record.get('locals')} -> {record.get('return')}"
+    if record.get("exception"):
+        body = f"{body or ''} raised {record['exception']}"
+    out.print(f"{head} {body or ''}", markup=False, soft_wrap=True)
+
+
+def probe_detail(p: Dict[str, Any], records: List[Dict[str, Any]]) -> None:
+    out.print(f"probe {p['id']} on {p['target']}: {_probe_kinds(p)} ({p['state']})", markup=False)
+    if p.get("reason"):
+        out.print(f"  {p['reason']}", markup=False)
+    out.print(f"  calls {p['calls']}, returns {p['returns']}, exceptions {p['exceptions']}, "
+              f"records kept {p['records_kept']} (ring of {p['limits']['records']}), dropped {p['dropped']} "
+              f"(rate {p['rate']:g}/s), errors {p['errors']}", markup=False)
+    if p.get("last_error"):
+        out.print(f"  last error: {p['last_error']}", markup=False)
+    t = p.get("timing")
+    if t and t["count"]:
+        out.print(f"  latency over {t['count']} calls: p50 {t['p50_ms']:.3f} ms, p90 {t['p90_ms']:.3f} ms, "
+                  f"p99 {t['p99_ms']:.3f} ms, max {t['max_ms']:.3f} ms", markup=False)
+    for record in records:
+        probe_record(record, False)
