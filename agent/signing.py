@@ -41,6 +41,9 @@ def signed_document(bundle: Dict[str, Any], options: Optional[Dict[str, Any]] = 
     for name in wire.SIGNED_BUNDLE_FIELDS:
         if name == "modules":
             fields[name] = [{key: mod.get(key) for key in wire.SIGNED_MODULE_FIELDS} for mod in bundle["modules"]]
+        elif name == "interpose":
+            fields[name] = [{field.name: item.get(field.name) for field in wire.INTERPOSER if field.signed}
+                            for item in bundle.get("interpose") or []]
         elif name == "manifest":
             fields["manifest_sha256"] = digest(bundle["manifest"].encode("utf-8", "surrogatepass"))
         else:
@@ -80,11 +83,11 @@ def checked_bundle(request: Dict[str, Any], key: Optional[bytes]) -> Dict[str, A
     """
     wire.check_request(request)
     bundle = wire.check_bundle(request.get("bundle"))
-    for mod in bundle["modules"]:
+    for mod in list(bundle["modules"]) + list(bundle.get("interpose") or []):
         actual = digest(mod["source"].encode("utf-8", "surrogatepass"))
         if actual != mod["sha256"]:
-            raise wire.RequestError("DigestMismatch", f"module {mod['name']!r}: sha256 of the received source is "
-                                    f"{actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was "
+            raise wire.RequestError("DigestMismatch", f"{mod.get('name') or mod.get('file')!r}: sha256 of the "
+                                    f"received source is {actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was "
                                     f"altered in transit or on disk. Nothing was changed.")
     if key is not None:
         if bundle.get("signature") is None:

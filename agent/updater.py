@@ -18,8 +18,8 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import (callers, diff, factories, forking, generations, history, instances, lazy, probes, refusals,
-               rehearsal, report, runtime, signing, sources, veto, wire)
+from . import (callers, diff, factories, forking, generations, history, instances, interposers, lazy, probes,
+               refusals, rehearsal, report, runtime, signing, sources, veto, wire)
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
@@ -207,8 +207,9 @@ def _hook_clone(fn: Any, mediator: Mediator) -> Optional[types.FunctionType]:
 class _Undo:
     """What history keeps to roll an update back."""
 
-    def __init__(self, modules: List[diff.ModulePlan], finder: Optional[BundleFinder]) -> None:
-        self.plans = [mp.plan for mp in modules]
+    def __init__(self, modules: List[diff.ModulePlan], finder: Optional[BundleFinder],
+                 extra_plans: Optional[List[Plan]] = None) -> None:
+        self.plans = [mp.plan for mp in modules] + list(extra_plans or [])
         self.classes = [pair.live for mp in modules for pair in mp.classes]
         self.modules = [mp.module for mp in modules if mp.module is not None]
         self.mediated = [fn for mp in modules for fn in mp.mediated]
@@ -246,6 +247,10 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     tx.send(wire.progress("prepare", message=f"preparing {len(bundle['modules'])} module(s)"))
     pending = 0 if dry_run else lazy.finalize_all()
     modules = [_prepare_module(bundle, mod) for mod in bundle["modules"]]
+    try:
+        interposed = interposers.prepare(bundle)
+    except interposers.InterposeError as exc:
+        raise _fail("InterposeError", f"{exc}; nothing was changed", exc.__cause__) from None
     warnings = [w for mp in modules for w in mp.warnings]
     if pending:
         warnings.append(f"completed {pending} pending lazy transfer(s) of the previous update first")
@@ -264,7 +269,7 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         _check_veto(modules)
         tx.finish_phase()
         result.update(ok=True, dry_run=True, planned_version=bundle["version"],
-                      callers_at_risk=callers.at_risk(modules),
+                      callers_at_risk=callers.at_risk(modules, covered=interposed.targets),
                       plan=[repr(op) for mp in modules for op in mp.plan.ops][:500])
         return result
     mediated = [fn for mp in modules for fn in mp.mediated]
@@ -273,13 +278,14 @@ def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     try:
         _check_veto(modules)
         finder = _swap(tx, modules)
+        interposed_plan = _interpose(tx, interposed)
         mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
                                      [pair.live for mp in modules for pair in mp.classes]))
         updated["instances"] = _transfer(tx, modules, transfers, census)
         tx.require_client("the state transfer")
         mediator.confirm()
         history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
-                                   summary=dict(updated), undo=_Undo(modules, finder)))
+                                   summary=dict(updated), undo=_Undo(modules, finder, [interposed_plan])))
     except BaseException as exc:
         tx.undo()
         mediator.release()
@@ -368,6 +374,18 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
         tx.extra_ops.append(op)
         op.apply()
     return finder
+
+
+def _interpose(tx: Transaction, prepared: interposers.Prepared) -> Plan:
+    """Install the bundle's interposers on the swapped code; undone with the update, removed by its rollback."""
+    plan = Plan()
+    tx.plans.append(plan)
+    try:
+        installed = prepared.install()
+    except interposers.InterposeError as exc:
+        raise UpdateError("InterposeError", f"{exc}; every change was undone") from None
+    plan.ops, plan._applied = installed.ops, installed._applied
+    return plan
 
 
 def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
