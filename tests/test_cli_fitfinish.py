@@ -21,6 +21,8 @@ from conftest import ROOT, TARGETS, Target, dynupdate, dynupdate_json, wait_unti
 APP = TARGETS / "ff_app" / "app.py"
 FFMOD_V2 = '''"""v2: a new greeting constant, new code."""
 GREETING = "hi"
+TABLE = {"apple": 2}
+CACHE = {}
 
 
 def hold(gate):
@@ -87,12 +89,15 @@ def _bundle(tmp_path, modules, extra="", name="ff-v2"):
 
 def test_unimported_module_and_kept_constant_are_warned(app, runtime_dir, tmp_path):
     bundle = _bundle(tmp_path, {"ffmod": FFMOD_V2, "ffextra": "VALUE = 2\n"})
+    assert _greet(app) == "hello from v1"  # fills ffmod.CACHE: live state that differs from the new source's {}
     proc = dynupdate("apply", "--pid", str(app.pid), bundle, env=runtime_dir)
     try:
         assert proc.returncode == 0, proc.stderr
         assert "module 'ffextra' is not imported by the process: it was installed for a later import" in proc.stderr
         assert "ffmod.GREETING: the new source sets 'hi' but the process keeps its live value 'hello'" in proc.stderr
         assert "__dynupdate_transfer__" in proc.stderr
+        assert "ffmod.TABLE: the new source sets {'apple': 2} but the process keeps its live value" in proc.stderr
+        assert "ffmod.CACHE" not in proc.stderr, "an empty container in the new source is state: not compared"
         assert _greet(app) == "hello from v2", "code is new, the constant kept its live value, as warned"
     finally:
         _back_to_base(app, runtime_dir)
@@ -330,6 +335,26 @@ def test_sigterm_removes_the_socket(start_target, runtime_env):
     os.kill(t.pid, signal.SIGTERM)
     assert t.proc.wait(20) == -signal.SIGTERM, "the process still dies of SIGTERM"
     assert not os.path.exists(sock)
+
+
+def test_the_programs_own_signal_handling_is_kept_and_sigint_removes_the_socket(start_target, runtime_env):
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (print('TERM handled by the program', flush=True), sys.exit(3)))\n"
+            "print('READY', flush=True)\n"
+            "time.sleep(600)\n")
+    folder = os.path.join(runtime_env["DYNUPDATE_RUNTIME_DIR"], f"dynupdate-{os.getuid()}")
+    t = start_target([sys.executable, "-m", "dynupdate", "run", "-c", code], env=runtime_env)
+    wait_until(lambda: os.path.exists(os.path.join(folder, f"{t.pid}.sock")), message="the agent socket")
+    os.kill(t.pid, signal.SIGTERM)
+    assert t.proc.wait(20) == 3, "the program's handler decides"
+    t.wait_for("TERM handled by the program")
+    assert not os.path.exists(os.path.join(folder, f"{t.pid}.sock"))
+    t2 = start_target([sys.executable, "-m", "dynupdate", "run", "-c",
+                       "import time; print('READY', flush=True); time.sleep(600)"], env=runtime_env)
+    wait_until(lambda: os.path.exists(os.path.join(folder, f"{t2.pid}.sock")), message="the agent socket")
+    os.kill(t2.pid, signal.SIGINT)
+    assert t2.proc.wait(20) in (130, -signal.SIGINT)
+    assert not os.path.exists(os.path.join(folder, f"{t2.pid}.sock"))
 
 
 def test_ps_removes_sockets_of_dead_processes(app, runtime_dir):
