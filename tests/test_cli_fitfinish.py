@@ -339,7 +339,8 @@ def test_sigterm_removes_the_socket(start_target, runtime_env):
 
 def test_the_programs_own_signal_handling_is_kept_and_sigint_removes_the_socket(start_target, runtime_env):
     code = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGTERM, lambda *a: (print('TERM handled by the program', flush=True), sys.exit(3)))\n"
+            "signal.signal(signal.SIGTERM,\n"
+            "              lambda *a: (print('TERM handled by the program', flush=True), sys.exit(3)))\n"
             "print('READY', flush=True)\n"
             "time.sleep(600)\n")
     folder = os.path.join(runtime_env["DYNUPDATE_RUNTIME_DIR"], f"dynupdate-{os.getuid()}")
