@@ -169,6 +169,10 @@ def test_closed_stdout_and_stderr_never_change_the_outcome(app, runtime_dir, tmp
             expected = "2" if attempt % 2 == 0 else "base"
             assert code == 0, f"attempt {attempt}: {args} exited {code}"
             assert _version(app, runtime_dir) == expected, f"attempt {attempt}: exit 0 must mean it landed"
+        for command, expected in ((f"apply --pid {app.pid} {bundle}", "2"), (f"rollback --pid {app.pid}", "base")):
+            shell = f"{sys.executable} -m dynupdate {command} >&- 2>&-"  # no stdout/stderr at all
+            proc = subprocess.run(["bash", "-c", shell], timeout=120, env=env)
+            assert proc.returncode == 0 and _version(app, runtime_dir) == expected, command
     finally:
         _back_to_base(app, runtime_dir)
 
