@@ -161,7 +161,9 @@ def ps(as_json: bool) -> None:
     from . import procs, render, runner, stale
 
     _set_json(as_json, "ps")
-    stale.remove_stale_sockets()
+    removed = stale.remove_stale_sockets()
+    if removed:
+        _notifier(as_json)(f"removed {len(removed)} socket(s) left by processes that no longer exist")
     rows = procs.python_processes()
     for row in rows:
         row["program"] = " ".join(runner.program_of(str(row.get("cmdline") or "").split(" ")))

@@ -371,7 +371,9 @@ def test_ps_removes_sockets_of_dead_processes(app, runtime_dir):
     s.bind(stale)
     s.close()
     live = os.path.join(folder, f"{app.pid}.sock")
-    assert dynupdate("ps", "--json", env=runtime_dir).returncode == 0
+    proc = dynupdate("ps", "--json", env=runtime_dir)
+    assert proc.returncode == 0
+    assert "removed 1 socket(s) left by processes that no longer exist" in proc.stderr
     assert not os.path.exists(stale), "a dead process's socket is removed"
     assert os.path.exists(live), "a live one is kept"
 
