@@ -190,8 +190,9 @@ def check(bundle: str, key_file: Optional[str], as_json: bool) -> None:
     _set_json(as_json, "check")
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None)
     summary = {"ok": True, "name": loaded["name"], "version": loaded["version"], "requires": loaded["requires"],
-               "lazy": loaded["lazy"], "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
-               "signed": loaded["signature"] is not None, "new_modules": loaded.get("new_modules") or []}
+               "lazy": loaded["lazy"], "new_modules": loaded.get("new_modules") or [],
+               "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
+               "signed": loaded["signature"] is not None}
     if as_json:
         render.emit_json(summary)
     else:
