@@ -15,15 +15,14 @@ from . import errors, streams
 
 _json_output: Dict[str, Any] = {"enabled": False, "command": None, "pid": None, "verbose": False}
 
-
+pid_option = click.option("--pid", "-p", type=click.IntRange(min=1), required=True, help="Process id of the target.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
     if value != value:  # NaN passes every range check
         raise click.BadParameter("must be a number of seconds")
     return value
 
 
-pid_option = click.option("--pid", "-p", type=click.IntRange(min=1), required=True, help="Process id of the target.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01, max=86400), default=10.0,
                               show_default=True, callback=_finite,
                               help="Seconds to wait for a safe point before giving up (exit 4, nothing changed).")
