@@ -213,7 +213,9 @@ def ps(as_json: bool) -> None:
     from . import procs, render, stale
 
     _set_json(as_json, "ps")
-    stale.remove_stale_sockets()
+    removed = stale.remove_stale_sockets()
+    if removed:
+        _notifier(as_json)(f"removed {len(removed)} socket(s) left by processes that no longer exist")
     rows = procs.python_processes()
     if as_json:
         render.emit_json(rows)
@@ -247,7 +249,8 @@ def check(bundle: str, pid: Optional[int], key_file: Optional[str], allow_stdlib
     _set_json(as_json, "check", pid)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, allow_stdlib=allow_stdlib)
     summary = {"ok": True, "name": loaded["name"], "version": loaded["version"], "requires": loaded["requires"],
-               "lazy": loaded["lazy"], "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
+               "lazy": loaded["lazy"], "new_modules": loaded.get("new_modules") or [],
+               "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
                "signed": loaded["signature"] is not None}
     if pid is not None:
         from . import attach as attach_mod
