@@ -52,6 +52,16 @@ def line(*parts: Part) -> Text:
     return Text.assemble(*parts)
 
 
+def _dict(value: Any) -> Dict[str, Any]:
+    """A reply part that should be a map; anything else (a hostile or broken agent) counts as empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _rows(value: Any) -> List[Dict[str, Any]]:
+    """A reply part that should be a list of maps; other entries are shown as empty rows."""
+    return [_dict(row) for row in value] if isinstance(value, list) else []
+
+
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
@@ -79,7 +89,8 @@ def error(exc: Exception) -> None:
 
 
 def status(data: Dict[str, Any]) -> None:
-    agent = data.get("agent") or {}
+    data = _dict(data)
+    agent = _dict(data.get("agent"))
     out.print(line((f"pid {clean(data.get('pid'))}", "bold"), "  version ",
                    txt(data.get("version"), "bold green"), f"  generation {clean(data.get('generation'))}"))
     out.print(line("agent ", txt(agent.get("version")), " on Python ", txt(agent.get("python")),
@@ -87,20 +98,20 @@ def status(data: Dict[str, Any]) -> None:
     hist = Table(title="Version history", title_justify="left")
     for col in ("#", "version", "bundle", "applied at"):
         hist.add_column(col)
-    for i, row in enumerate(data.get("history") or []):
+    for i, row in enumerate(_rows(data.get("history"))):
         hist.add_row(str(i), txt(row.get("version")), txt(row.get("name")), _when(row.get("applied_at")))
     out.print(hist)
     threads = Table(title="Threads", title_justify="left")
     for col in ("id", "name", "generation", "in activity"):
         threads.add_column(col)
-    for t in data.get("threads") or []:
+    for t in _rows(data.get("threads")):
         threads.add_row(txt(t.get("id")), txt(t.get("name")), txt(t.get("generation")),
                         "yes" if t.get("in_activity") else "no")
     out.print(threads)
     facts = Table(title="Factories (updatable classes)", title_justify="left")
     for col in ("class", "live instances", "pending lazy transfer"):
         facts.add_column(col)
-    for f in data.get("factories") or []:
+    for f in _rows(data.get("factories")):
         facts.add_row(txt(f.get("class")), txt(f.get("instances")), txt(f.get("pending")))
     if not data.get("factories"):
         facts.add_row(Text("(none: the program has no @updatable classes)", style="dim"), "", "")
@@ -119,7 +130,8 @@ def processes(rows: List[Dict[str, Any]]) -> None:
 
 
 def update_summary(result: Dict[str, Any], *, action: str) -> None:
-    updated = result.get("updated") or {}
+    result = _dict(result)
+    updated = _dict(result.get("updated"))
     if result.get("dry_run"):
         out.print(line(("dry run", "bold"), f": {action} would take pid {clean(result.get('pid'))} from ",
                        txt(result.get("previous_version"), "bold"), " to ",
@@ -128,19 +140,21 @@ def update_summary(result: Dict[str, Any], *, action: str) -> None:
         out.print(line((f"{action} done", "bold green"), f": pid {clean(result.get('pid'))} ",
                        txt(result.get("previous_version")), " -> ", txt(result.get("version"), "bold")))
     table = Table(show_header=False, box=None)
-    table.add_row("modules", txt(", ".join(map(str, updated.get("modules") or [])) or "-"))
+    modules = updated.get("modules")
+    table.add_row("modules", txt(", ".join(map(str, modules if isinstance(modules, list) else [])) or "-"))
     table.add_row("functions", txt(updated.get("functions", 0)))
     table.add_row("classes", txt(updated.get("classes", 0)))
     table.add_row("instances", txt(str(updated.get("instances", 0)) +
                   (f" ({updated.get('lazy_pending')} pending lazy transfer)" if updated.get("lazy_pending") else "")))
-    phases = result.get("phases") or {}
+    phases = _dict(result.get("phases"))
     try:
         shown = ", ".join(f"{k} {float(v) * 1000:.1f} ms" for k, v in phases.items())
     except (TypeError, ValueError):
         shown = str(phases)
     table.add_row("phases", txt(shown))
     out.print(table)
-    for w in result.get("warnings") or []:
+    warnings = result.get("warnings")
+    for w in warnings if isinstance(warnings, list) else []:
         err.print(line(("warning:", "yellow"), " ", txt(w, multiline=True)))
 
 
