@@ -221,6 +221,7 @@ def test_connections_beyond_the_cap_are_refused_clearly(agent):
     finally:
         for s in held:
             s.close()
+    assert "Traceback" not in agent.output(), agent.output()
 
 
 def test_partly_received_frames_hold_bounded_memory(agent):
@@ -256,6 +257,7 @@ def test_partly_received_frames_hold_bounded_memory(agent):
     s = connect(agent.sock_path)
     assert hello(s)["ok"]
     s.close()
+    assert "Traceback" not in agent.output(), agent.output()
 
 
 def hello_reply_after_body(s: socket.socket) -> bool:
