@@ -90,6 +90,7 @@ def checked_bundle(request: Dict[str, Any], key: Optional[bytes]) -> Dict[str, A
                                     f"received source is {actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was "
                                     f"altered in transit or on disk. Nothing was changed.")
     if key is not None:
+        _refuse_unschemed(request, bundle)
         if bundle.get("signature") is None:
             raise wire.RequestError("SignatureError", "this process only accepts signed bundles; "
                                     "sign with `dynupdate apply --key-file KEY`")
@@ -100,6 +101,25 @@ def checked_bundle(request: Dict[str, Any], key: Optional[bytes]) -> Dict[str, A
                 f"bundle's fields, every module's name, file and digest, and the options "
                 f"{', '.join(wire.SIGNED_OPTIONS)} = {options}); nothing was changed")
     return bundle
+
+
+def _refuse_unschemed(request: Dict[str, Any], bundle: Dict[str, Any]) -> None:
+    """A process that requires signatures acts on nothing the schema does not know.
+
+    A field added to the request or the bundle without being declared in
+    wire.REQUESTS / wire.BUNDLE / wire.MODULE (and so without a decision on
+    whether it is signed) could change the outcome unsigned: refuse it.
+    """
+    known = {"type", "id"} | {f.name for f in wire.REQUESTS["apply"]}
+    extra = sorted(map(str, set(request) - known))
+    extra += sorted(f"bundle.{k}" for k in map(str, set(bundle) - {f.name for f in wire.BUNDLE}))
+    module_fields = {f.name for f in wire.MODULE}
+    for i, mod in enumerate(bundle["modules"]):
+        extra += sorted(f"bundle.modules[{i}].{k}" for k in map(str, set(mod) - module_fields))
+    if extra:
+        raise wire.RequestError("SignatureError", f"this process only accepts signed bundles, and "
+                                f"{', '.join(extra)} is not part of the signed schema (agent/wire.py); "
+                                f"nothing was changed")
 
 
 def read_key(path: str) -> bytes:

@@ -33,7 +33,13 @@ _HEADER = struct.Struct(">I")
 
 
 class Field(NamedTuple):
-    """One field of a message: its accepted types, whether it must be present, whether it is signed."""
+    """One field of a message: its accepted types, whether it must be present, whether it is signed.
+
+    `signed`: the field changes what the target does, so a process that
+    requires signatures accepts it only if the bundle's signature covers its
+    value. Decide it for every new field; a process that requires signatures
+    refuses fields that are not declared here at all.
+    """
 
     name: str
     types: Tuple[type, ...]

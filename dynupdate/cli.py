@@ -654,16 +654,16 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
         row = row if isinstance(row, dict) else {}
         return {key: row.get(key) for key in keys}
 
-    agent = data.get("agent") or {}
+    def rows(value: Any, keys: tuple) -> list:
+        return [pick(row, keys) for row in value] if isinstance(value, list) else []
+
     obj = pick(data, wire.STATUS_KEYS)
-    obj["history"] = [pick(h, wire.HISTORY_KEYS) for h in data.get("history") or []]
-    obj["threads"] = [dict(pick(t, wire.THREAD_KEYS), in_activity=bool(t.get("in_activity")))
-                      for t in data.get("threads") or []]
-    obj["factories"] = [dict(pick(f, wire.FACTORY_KEYS), pending=f.get("pending", 0))
-                        for f in data.get("factories") or []]
-    obj["agent"] = pick(agent, wire.STATUS_AGENT_KEYS)
-    obj["tasks"] = [pick(t, wire.TASK_KEYS) for t in data.get("tasks") or []]
-    obj["probes"] = [pick(p, wire.PROBE_KEYS) for p in data.get("probes") or []]
+    obj["history"] = rows(data.get("history"), wire.HISTORY_KEYS)
+    obj["threads"] = [dict(t, in_activity=bool(t["in_activity"])) for t in rows(data.get("threads"), wire.THREAD_KEYS)]
+    obj["factories"] = [dict(f, pending=f["pending"] or 0) for f in rows(data.get("factories"), wire.FACTORY_KEYS)]
+    obj["agent"] = pick(data.get("agent"), wire.STATUS_AGENT_KEYS)
+    obj["tasks"] = rows(data.get("tasks"), wire.TASK_KEYS)
+    obj["probes"] = rows(data.get("probes"), wire.PROBE_KEYS)
     return obj
 
 
