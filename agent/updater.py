@@ -494,6 +494,8 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         raise _fail(type(exc).__name__, f"{type(exc).__name__}: {exc} (during {tx._phase} of the rollback); "
                     f"every change was undone and the process still runs {previous!r}", exc) from None
     mediator.release()
+    for entry in undo:  # rolled back for good: its old code and its sources (linecache) can go now
+        entry.undo = None
     tx.finish_phase()
     result.update(ok=True, version=target_version)
     return result
