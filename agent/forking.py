@@ -19,6 +19,7 @@ lock, half-swapped code. This module makes that impossible:
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import threading
@@ -62,7 +63,7 @@ def enter_critical(tx: Any) -> None:
 
     _state.owner = threading.get_ident()
     _state.tx = tx
-    _state.history = history.entries()
+    _state.history = [copy.copy(e) for e in history.entries()]  # entries may change in place
 
 
 def leave() -> None:

@@ -194,12 +194,19 @@ def apply_step(bundle: Dict[str, Any], **kwargs: Any) -> Step:
     """Apply `bundle` to one pid; a pid whose last update is this bundle is already done."""
     def step(client: Client, on_progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
         status = client.status()
-        last = (status.get("history") or [{}])[-1]
-        if last.get("name") == bundle["name"] and last.get("version") == bundle["version"]:
+        if _runs(status, bundle["name"], bundle["version"]):
             return {"ok": True, "pid": client.pid, "version": status.get("version"),
                     "previous_version": status.get("version"), "already": True}
         return client.apply(bundle, on_progress=on_progress, **kwargs)
     return step
+
+
+def _runs(status: Dict[str, Any], name: str, version: str) -> bool:
+    """Whether the process runs this bundle now: its version, and its latest update still in
+    effect (history entries that were rolled back stay listed, marked `rolled_back_at`)."""
+    live = [h for h in status.get("history") or [] if not h.get("rolled_back_at")]
+    last = live[-1] if live else {}
+    return status.get("version") == version and last.get("name") == name and last.get("version") == version
 
 
 def rollback_step(to: Optional[str], timeout: float) -> Step:

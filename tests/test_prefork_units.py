@@ -123,3 +123,12 @@ def test_main_resolution(monkeypatch):
     assert importer.live_module("pkg.other") == (None, "pkg.other")
     main.__spec__ = None  # python app.py: only an explicit "__main__" reaches it
     assert importer.live_module("pkg.app") == (None, "pkg.app")
+
+
+def test_already_means_the_bundle_is_in_effect_now():
+    v2 = {"name": "pf-v2", "version": "2", "applied_at": 1.0}
+    assert tree._runs({"version": "2", "history": [{"name": "base", "version": "base"}, v2]}, "pf-v2", "2")
+    rolled_back = dict(v2, rolled_back_at=2.0)
+    assert not tree._runs({"version": "base", "history": [{"name": "base", "version": "base"}, rolled_back]},
+                          "pf-v2", "2")
+    assert not tree._runs({"version": "2", "history": [v2]}, "other", "2")
