@@ -19,11 +19,10 @@ lock, half-swapped code. This module makes that impossible:
 """
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 import threading
-from typing import Any, List, Optional
+from typing import Any, Dict, Optional
 
 log = logging.getLogger("dynupdate.agent")
 
@@ -39,7 +38,7 @@ class _State:
         self.owner: Optional[int] = None     # the updater thread holding `critical`
         self.mediator: Any = None            # the mediator of the running update, if any
         self.tx: Any = None                  # its transaction, once in the critical section
-        self.history: Optional[List[Any]] = None  # history entries before the critical section
+        self.history: Optional[Dict[str, Any]] = None  # the history before the critical section
         self.fork_holds = False              # this fork acquired `critical` in its before hook
 
 
@@ -63,7 +62,23 @@ def enter_critical(tx: Any) -> None:
 
     _state.owner = threading.get_ident()
     _state.tx = tx
-    _state.history = [copy.copy(e) for e in history.entries()]  # entries may change in place
+    _state.history = _history_snapshot(history)
+
+
+def _history_snapshot(history: Any) -> Dict[str, Any]:
+    """The history's lists and each entry's fields (a rollback marks entries in place)."""
+    entries = history.entries()
+    logged = list(getattr(history, "_log", []))
+    return {"entries": entries, "log": logged,
+            "fields": [(e, dict(vars(e))) for e in {id(e): e for e in entries + logged}.values()]}
+
+
+def _history_restore(history: Any, saved: Dict[str, Any]) -> None:
+    for entry, fields in saved["fields"]:
+        vars(entry).update(fields)
+    getattr(history, "_entries")[:] = saved["entries"]  # noqa: B009
+    if hasattr(history, "_log"):
+        getattr(history, "_log")[:] = saved["log"]  # noqa: B009
 
 
 def leave() -> None:
@@ -107,7 +122,7 @@ def _after_fork_in_child() -> None:
         if in_critical and tx is not None:
             tx.undo()  # never raises; back to the complete old version, as a failed update would
             if history is not None and saved is not None:
-                getattr(history, "_entries")[:] = saved  # noqa: B009
+                _history_restore(history, saved)
         if mediator is not None:
             mediator.remove()  # the trampolines go; no call can be held in the child
     except Exception:
