@@ -117,6 +117,7 @@ class Load:
         self.failures: List[str] = []
         self.pids: Set[int] = set()
         self.bodies: Set[str] = set()
+        self.answers: List[tuple] = []  # (monotonic time, pid, text) of every answer
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def _run(self, i: int) -> None:
@@ -133,6 +134,7 @@ class Load:
             self.ok += 1
             self.pids.add(int(pid))
             self.bodies.add(text)
+            self.answers.append((time.monotonic(), int(pid), text))
             time.sleep(0.005)
 
     def __enter__(self) -> "Load":
@@ -264,9 +266,15 @@ def test_fork_during_updates_in_a_loop_never_hangs(gthread_run_churn):
         restarted = load.pids - first
         code, data = s.cli("apply", "--pidfile", s.pidfile, "--tree", V2)
         assert code == 0, _outcomes(data)
+        applied_at, applied = time.monotonic(), {r["pid"] for r in data["pids"]}
         assert set(_tree_versions(s).values()) == {"2"}
         s.sample("v2")
         s.sample("late-v2", "/late")
+        # workers the churn forked after the tree apply serve the new code, /late included
+        wait_until(lambda: [a for a in load.answers if a[0] > applied_at and a[1] not in applied],
+                   timeout=30, message="an answer from a worker forked after the apply")
+        born_after = {(pid, text) for t, pid, text in load.answers if t > applied_at and pid not in applied}
+        assert {text for _, text in born_after} <= {"v2", "late-v2"}, born_after
         code, data = s.cli("rollback", "--pidfile", s.pidfile, "--tree")
         assert code == 0, _outcomes(data)
         s.sample("v1")
