@@ -43,6 +43,11 @@ def live_module(name: str) -> Tuple[Optional[types.ModuleType], str]:
     return live, name
 
 
+def is_main(module: Optional[types.ModuleType]) -> bool:
+    """Whether `module` is the program's `__main__` (whatever name the bundle gave it)."""
+    return module is not None and module is sys.modules.get(MAIN)
+
+
 def adopt_into_main(namespace: Dict[str, Any], run_as: str) -> str:
     """New-source classes ran as module `run_as`; they replace classes of `__main__`. Returns "__main__"."""
     seen = set()

@@ -132,3 +132,10 @@ def test_already_means_the_bundle_is_in_effect_now():
     assert not tree._runs({"version": "base", "history": [{"name": "base", "version": "base"}, rolled_back]},
                           "pf-v2", "2")
     assert not tree._runs({"version": "2", "history": [v2]}, "other", "2")
+
+
+def test_only_the_real_main_module_is_adopted_as_main(monkeypatch):
+    alias = types.ModuleType("real.name")  # registered under another key: not __main__, no renaming
+    monkeypatch.setitem(sys.modules, "alias.key", alias)
+    assert not importer.is_main(alias) and not importer.is_main(None)
+    assert importer.is_main(sys.modules["__main__"])
