@@ -234,10 +234,14 @@ def test_canary_with_failing_check_rolls_back_everything(sync_plain, tmp_path):
     assert load.failures == []
 
 
-def test_rerun_is_idempotent_and_rollback_to_current_version_is_a_no_op(sync_plain):
+def test_rerun_is_idempotent_and_rollback_to_current_version_is_a_no_op(sync_plain, tmp_path):
     s = sync_plain
-    code, _ = s.cli("apply", "--pidfile", s.pidfile, "--tree", V2)
-    assert code == 0
+    seen = tmp_path / "checks"
+    code, data = s.cli("apply", "--pidfile", s.pidfile, "--tree", "--canary", "1", "--canary-wait", "0.2",
+                       "--check", f'echo "$DYNUPDATE_PIDS" >> {seen}', V2)
+    assert code == 0 and data["ok"], _outcomes(data)
+    after_canary, at_end = [line.split() for line in seen.read_text().splitlines()]
+    assert len(after_canary) == 2 and sorted(map(int, at_end)) == sorted(r["pid"] for r in data["pids"])
     code, data = s.cli("apply", "--pidfile", s.pidfile, "--tree", V2)
     assert code == 0, data
     assert {r["outcome"] for r in data["pids"]} == {"already"}
