@@ -96,7 +96,7 @@ def test_fork_during_safe_point_wait_gives_the_old_version(forker, runtime_env):
             apply.wait()
 
 
-@pytest.mark.parametrize("sleep,expected", [(1.0, ("v2", "2")), (3.0, ("v1", "base"))],
+@pytest.mark.parametrize("sleep,expected", [(1.0, ("v2", "2")), (5.0, ("v1", "base"))],
                          ids=["waits-for-the-swap", "gives-up-and-undoes"])
 def test_fork_during_the_swap(forker, runtime_env, tmp_path, sleep, expected):
     mark = tmp_path / "critical"
