@@ -276,8 +276,8 @@ class Rollout:
             self.master_changed = not already
             self.master_previous = result.get("previous_version")
             self.master_version = result.get("version")
-        # a worker forked from the master after this run changed it was changed by this run too
-        born_changed = already and self.master_changed and role != "master"
+        # a worker forked from the master after this run updated it was updated by this run too
+        born_changed = already and self.master_changed and role != "master" and self.action == "apply"
         if not already or born_changed:
             self.changed.append(pid)
         row = dict(update_json(result, pid), role=role, outcome="already" if already else "done")
