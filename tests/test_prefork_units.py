@@ -139,3 +139,37 @@ def test_only_the_real_main_module_is_adopted_as_main(monkeypatch):
     monkeypatch.setitem(sys.modules, "alias.key", alias)
     assert not importer.is_main(alias) and not importer.is_main(None)
     assert importer.is_main(sys.modules["__main__"])
+
+
+def test_fork_hooks_let_concurrent_forks_pass_and_bound_the_wait(monkeypatch):
+    """The fork hooks' bookkeeping, driven from threads as concurrent forks would (no real fork)."""
+    import threading
+    import time
+
+    from dynupdate_agent import forking
+
+    monkeypatch.setattr(forking, "_state", forking._State())
+    monkeypatch.setattr(forking, "FORK_WAIT", 0.2)
+    inside = threading.Barrier(2, timeout=5)
+
+    def fork_in_thread() -> None:
+        forking._before_fork()
+        inside.wait()  # both "forks" are between their hooks at once: neither waited for the other
+        forking._after_fork_in_parent()
+
+    threads = [threading.Thread(target=fork_in_thread) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert forking._state.forks == 0
+    forking.enter_critical(tx=None)  # no fork in progress: at once
+    try:
+        started = time.monotonic()
+        waiter = threading.Thread(target=lambda: (forking._before_fork(), forking._after_fork_in_parent()))
+        waiter.start()
+        waiter.join(5)
+        assert 0.15 <= time.monotonic() - started < 2.0  # waited FORK_WAIT for the critical section, no more
+    finally:
+        forking.leave()
+    assert not forking._state.critical and forking._state.forks == 0
