@@ -72,7 +72,7 @@ def adopt_into_main(namespace: Dict[str, Any], run_as: str) -> str:
 class BundleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self, sources: Dict[str, Tuple[str, str]]) -> None:
         self.sources = sources  # module name -> (source, filename)
-        self.prepared: Optional[List["_Restoration"]] = None  # set by prepare_restore for the next rollback
+        self.prepared: Optional[List[_Restoration]] = None  # set by prepare_restore for the next rollback
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Optional[Any]:
         if fullname not in self.sources:
@@ -114,7 +114,7 @@ def _original_spec(name: str, finder: BundleFinder) -> Optional[Any]:
             continue
         try:
             spec = other.find_spec(name, path)
-        except Exception:
+        except Exception:  # noqa: BLE001, S112 - a third-party finder's failure: ask the next one, as import does
             continue
         if spec is not None:
             return spec
@@ -153,7 +153,7 @@ def _same_hook(hook: types.FunctionType, klass: type) -> types.FunctionType:
 
 
 def _run_reverts(module: types.ModuleType, hooks: List[Tuple[Any, types.FunctionType]],
-                 transfer: "instances.EagerTransfer") -> None:
+                 transfer: instances.EagerTransfer) -> None:
     """Bring state created by the bundle's code back to the original layout, as any rollback does."""
     def no_progress(done: int, total: int) -> None:
         pass
