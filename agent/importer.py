@@ -114,7 +114,7 @@ def _original_spec(name: str, finder: BundleFinder) -> Optional[Any]:
             continue
         try:
             spec = other.find_spec(name, path)
-        except Exception:  # noqa: BLE001, S112 - a third-party finder's failure: ask the next one, as import does
+        except Exception:  # noqa: BLE001, S112 - a failing third-party finder must not fail the rollback
             continue
         if spec is not None:
             return spec
