@@ -450,7 +450,7 @@ def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     live, run_as = importer.live_module(name)  # `python -m name` and "__main__" update __main__
     lease = sources.SourceLease(filename, source)  # settled when the request ends (see sources.py)
     namespace = execute_source(run_as, source, filename, live)
-    if live is not None and live.__name__ != run_as:
+    if importer.is_main(live):
         name = importer.adopt_into_main(namespace, run_as)
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
     lease.keep_with(mp.plan)

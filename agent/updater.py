@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import (callers, diff, factories, forking, generations, history, instances, interposers, lazy, probes,
                refusals, rehearsal, report, runtime, signing, sources, veto, wire)
-from .importer import BundleFinder, InstallFinder
+from .importer import BundleFinder, InstallFinder, prepare_restore
 from .mediator import Mediator
 from .plan import Op, Plan, UpdateFunction
 from .safepoint import SafePoint
@@ -468,6 +468,9 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     classes = [cls for e in steps for cls in e.undo.classes]
     mediated = [fn for e in steps for fn in e.undo.mediated]
     module_dicts = [vars(m) for e in steps for m in e.undo.modules]
+    served = prepare_restore([e.undo.finder for e in steps])  # modules imported from a bundle meanwhile
+    mediated += _functions_in(served)
+    module_dicts += [vars(m) for m in served if isinstance(m, types.ModuleType)]
     updated = {"functions": sum(isinstance(op, UpdateFunction) for e in steps for p in e.undo.plans for op in p.ops),
                "classes": len(classes), "instances": 0,
                "modules": sorted({m.__name__ for e in steps for m in e.undo.modules})}
