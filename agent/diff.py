@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import factories, sources
-from .plan import MISSING, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
+from .plan import MISSING, ClearCache, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
 REVERT = "__dynupdate_revert__"
@@ -349,12 +349,29 @@ class Differ:
                       lambda r: self.mp.plan.add(SetAttr(owner, name, wrapper(r))))
         elif isinstance(old, property) and isinstance(new, property):
             self._property(owner, name, old, new)
+        elif self._wrapper_objects(old, new):
+            self._wrapper_object(old, new)
         elif _is_code(new, self._owned_new) or _is_code(old, self._owned_live):
             replacement = self.rebind(new)
             self.mp.plan.add(SetAttr(owner, name, replacement))
             if self._owned_live(old):  # e.g. `f = other.f` now: old references run that
                 self.forward(old, replacement)
         # else: data present in both versions keeps its live value (it is state)
+
+    def _wrapper_objects(self, old: Any, new: Any) -> bool:
+        """Two wrappers that are not functions (`functools.lru_cache`, ...) around our code."""
+        if _is_function(old) or isinstance(old, type) or type(old) is not type(new):
+            return False
+        w_old, w_new = _vars_or_empty(old).get("__wrapped__"), _vars_or_empty(new).get("__wrapped__")
+        return _is_function(w_old) and _is_function(w_new) and self._owned_live(w_old) and self._owned_new(w_new)
+
+    def _wrapper_object(self, old: Any, new: Any) -> None:
+        """The live wrapper stays and calls the function it always called: that one gets
+        the new code (in place, or forwarding); a cache of old results is emptied."""
+        inner = vars(old)["__wrapped__"]
+        self.code(inner, vars(new)["__wrapped__"], functools.partial(self._set_item, vars(old), "__wrapped__", inner))
+        if callable(getattr(old, "cache_clear", None)):
+            self.mp.plan.add(ClearCache(old))
 
     def _property(self, owner: Any, name: str, old: property, new: property) -> None:
         parts: List[Any] = []
@@ -429,6 +446,13 @@ def _wraps(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> bool:
         except ValueError:
             continue
     return any(_is_function(v) and (ours(v) or _wraps(v, ours, depth - 1)) for v in inner)
+
+
+def _vars_or_empty(obj: Any) -> Dict[str, Any]:
+    try:
+        return vars(obj)
+    except TypeError:
+        return {}
 
 
 def _is_member(value: Any) -> bool:

@@ -103,20 +103,80 @@ class ForwardFunction(Op):
         self.before = fn.__code__  # taken at prepare, before the mediator interposes
         self.before_target = fn.__dict__.get(FORWARD, MISSING)
         self.forwarder = forwarder_code(fn)
+        #: the replacement's own code, also taken before any mediator: a rollback
+        #: (after later updates were rolled back, LIFO) finds it running this again
+        self.target_code: Optional[types.CodeType] = getattr(target, "__code__", None) \
+            if isinstance(target, types.FunctionType) else None
 
     def apply(self) -> None:
-        self.fn.__dict__[FORWARD] = self.target
-        self.fn.__code__ = self.forwarder
+        _forward(self.fn, self.target, self.forwarder)
 
     def undo(self) -> None:
-        self.fn.__code__ = self.before
-        if self.before_target is MISSING:
-            self.fn.__dict__.pop(FORWARD, None)
-        else:
-            self.fn.__dict__[FORWARD] = self.before_target
+        _unforward(self.fn, self.before, self.before_target)
+
+    def inverse(self) -> Op:
+        """Rolled back: the old function runs its own code again, and the replacement,
+        wherever it is still referenced (a bound method taken since, a held call),
+        forwards back to it."""
+        if isinstance(self.target, types.FunctionType):
+            return _ForwardBack(self)
+        return super().inverse()
 
     def __repr__(self) -> str:
         return f"forward {self.fn.__qualname__} to its replacement"
+
+
+class _ForwardBack(Op):
+    def __init__(self, op: ForwardFunction) -> None:
+        self.op = op
+        target = op.target
+        self.target_code = target.__code__ if op.target_code is None else op.target_code
+        self.target_before = target.__dict__.get(FORWARD, MISSING)
+        self.forwarder = forwarder_code(target)
+
+    def apply(self) -> None:
+        self.op.undo()
+        _forward(self.op.target, self.op.fn, self.forwarder)
+
+    def undo(self) -> None:
+        _unforward(self.op.target, self.target_code, self.target_before)
+        self.op.apply()
+
+    def inverse(self) -> Op:
+        return self.op
+
+    def __repr__(self) -> str:
+        return f"forward the replacement of {self.op.fn.__qualname__} back to it"
+
+
+def _forward(fn: types.FunctionType, target: Any, forwarder: types.CodeType) -> None:
+    fn.__dict__[FORWARD] = target
+    fn.__code__ = forwarder
+
+
+def _unforward(fn: types.FunctionType, code: types.CodeType, target: Any) -> None:
+    fn.__code__ = code
+    if target is MISSING:
+        fn.__dict__.pop(FORWARD, None)
+    else:
+        fn.__dict__[FORWARD] = target
+
+
+class ClearCache(Op):
+    """Empty a memoizing wrapper's cache (`functools.lru_cache`): its results came from
+    other code. Undo empties it again, for the same reason."""
+
+    def __init__(self, wrapper: Any) -> None:
+        self.wrapper = wrapper
+
+    def apply(self) -> None:
+        self.wrapper.cache_clear()
+
+    def undo(self) -> None:
+        self.wrapper.cache_clear()
+
+    def __repr__(self) -> str:
+        return f"clear the cache of {getattr(self.wrapper, '__qualname__', self.wrapper)!r}"
 
 
 class SetAttr(Op):

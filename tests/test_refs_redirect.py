@@ -11,7 +11,8 @@ taken before the update (scenarios after IPython autoreload's test suite):
 - a function wrapped by a decorator from ANOTHER module (functools.wraps):
   the held wrapper, the module attribute and `__wrapped__`;
 - a `@classmethod` that loses an inner decorator, bound before the update;
-- a `@dataclass` that gains a field: generated __init__/__repr__/__eq__, fields().
+- a `@dataclass` that gains a field: generated __init__/__repr__/__eq__, fields();
+- a `functools.lru_cache` object (a wrapper that is not a function).
 The last test rolls back and checks the same references run the old code again.
 """
 import pytest
@@ -30,7 +31,8 @@ GREET_V2 = "greet v2 over base"
 def updated(request):
     app = start_app(request.getfixturevalue("start_module_target"))
     before = {"bound": app.eval("holders.BOUND()"), "make": app.eval("holders.MAKE()"),
-              "price": app.eval("holders.PRICE(10)"), "point": app.eval("repr(holders.POINT)")}
+              "price": app.eval("holders.PRICE(10)"), "point": app.eval("repr(holders.POINT)"),
+              "rate": app.eval("holders.RATE(1)")}
     generation = app.status()["generation"]
     slow = app.eval_async("svc.slow()")                       # in flight on the old code
     wait_until(lambda: app.eval("svc.ENTERED.is_set()"), message="slow() to start")
@@ -58,7 +60,7 @@ def test_apply_succeeds(updated, app):
     assert_result_shape(result, ok=True)
     assert result["version"] == "2"
     assert updated["before"] == {"bound": "greet v1", "make": "make v1 Greeter", "price": 10,
-                                 "point": "Point(x=1, y=2)"}
+                                 "point": "Point(x=1, y=2)", "rate": 10}
     assert updated["slow"] == "slow v1", "the call in flight finishes on the old code"
     # the replaced functions are named, with what still differs (identity), not as stale references
     replaced = [w for w in result["warnings"] if "replaced" in w]
@@ -99,6 +101,15 @@ def test_classmethod_losing_an_inner_decorator(app):
     assert app.eval("deco.CALLS['logged']") == calls, "the removed decorator no longer runs"
 
 
+def test_cached_function_wrapper_object(updated, app):
+    # functools.lru_cache makes a C object, not a function: the same object keeps serving,
+    # runs the new code, and does not answer from results the old code computed
+    assert updated["before"]["rate"] == 10
+    assert app.eval("holders.RATE(1)") == 100
+    assert app.eval("svc.rate(2)") == 200 and app.eval("svc.rate.__wrapped__(3)") == 300
+    assert app.eval("svc.rate is holders.RATE") is True
+
+
 def test_dataclass_gaining_a_field(app):
     assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2, z=0)"
     assert app.eval("repr(svc.Point(1, 2, 3))") == "Point(x=1, y=2, z=3)"
@@ -110,12 +121,31 @@ def test_dataclass_gaining_a_field(app):
 
 
 def test_rollback_restores_the_old_code_through_the_same_references(app):
-    code, result = app.rollback()
-    assert code == 0, result
+    # a bound method of the replacement, taken while v2 runs, and a call into it held
+    # during the rollback's wait: both must end on the old code too
+    app.eval("setattr(holders, 'BOUND_V2', holders.GREETER.greet)")
+    assert app.eval("holders.BOUND_V2()") == GREET_V2
+    app.eval("[svc.GATE.clear(), svc.ENTERED.clear()]")
+    generation = app.status()["generation"]
+    slow = app.eval_async("svc.slow()")
+    wait_until(lambda: app.eval("svc.ENTERED.is_set()"), message="slow() to start")
+    rollback = Command("rollback", "--pid", str(app.pid), "--json")
+    wait_until(lambda: app.status()["generation"] > generation, timeout=30, interval=0.05,
+               message="the rollback to start waiting for a safe point")
+    held = app.eval_async("holders.BOUND_V2()")
+    wait_until(lambda: app.eval("probe.held_calls()") >= 1, timeout=30, interval=0.05,
+               message="the call into the replacement to be held by the mediator")
+    app.eval("svc.GATE.set()")
+    code, result, out, err = rollback.wait()
+    assert code == 0, (out, err)
+    assert slow.wait() == "slow v2"
+    assert held.wait() == "greet v1"
+    assert app.eval("holders.BOUND_V2()") == "greet v1"
     assert app.eval("holders.BOUND()") == "greet v1"
     assert app.eval("svc.Greeter().greet()") == "greet v1"
     assert app.eval("'__dynupdate_forward__' in holders.BOUND.__func__.__dict__") is False
     assert app.eval("holders.MAKE()") == "make v1 Greeter"
     assert app.eval("holders.PRICE(10)") == 10 and app.eval("svc.price.__wrapped__(10)") == 10
     assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2)"
+    assert app.eval("holders.RATE(1)") == 10
     assert app.eval("[f.name for f in __import__('dataclasses').fields(svc.Point)]") == ["x", "y"]

@@ -1,4 +1,5 @@
 """The module the tests patch: version 2."""
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -26,6 +27,11 @@ class Greeter(Base):
 def price(amount):
     """Price v2."""
     return amount * 2
+
+
+@functools.lru_cache(maxsize=None)
+def rate(units):
+    return units * 100
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """The module the tests patch (tests/bundles/refs_v2/svc.py is its next version)."""
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ class Greeter(Base):
 def price(amount):
     """Price v1."""
     return amount * 1
+
+
+@functools.lru_cache(maxsize=None)
+def rate(units):
+    return units * 10
 
 
 @dataclass
