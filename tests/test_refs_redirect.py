@@ -15,10 +15,15 @@ taken before the update (scenarios after IPython autoreload's test suite):
 - a `functools.lru_cache` object (a wrapper that is not a function).
 The last test rolls back and checks the same references run the old code again.
 """
+import os
+
 import pytest
 
 from conftest import wait_until
-from refsutil import REFS_V2, App, start_app
+from refsutil import REFS_V2, App, raw_bundle, start_app
+
+from dynupdate import errors
+from dynupdate.client import Client
 from shoputil import Command, assert_result_shape, attach_module_output  # noqa: F401
 from shoputil import start_module_target  # noqa: F401  (a fixture, used by name)
 
@@ -149,3 +154,30 @@ def test_rollback_restores_the_old_code_through_the_same_references(app):
     assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2)"
     assert app.eval("holders.RATE(1)") == 10
     assert app.eval("[f.name for f in __import__('dataclasses').fields(svc.Point)]") == ["x", "y"]
+
+
+OTHER_PYTHONS = [f"/root/.pyenv/versions/{v}/bin/python" for v in ("3.9.18", "3.13.0")]
+
+
+@pytest.mark.parametrize("python", OTHER_PYTHONS, ids=lambda p: p.split("/")[-3])
+def test_reference_rules_on_other_interpreters(start_target, python):
+    """dataclasses and closures differ between versions (3.9 has no stdlib_module_names
+    either, so the agent's refusal list comes from its stdlib folder there)."""
+    if not os.path.exists(python):
+        pytest.skip(f"{python} is not installed")
+    app = start_app(start_target, python=python)
+    code, result = app.apply(REFS_V2)
+    assert code == 0, result
+    assert app.eval("holders.BOUND()") == GREET_V2
+    assert app.eval("holders.MAKE()") == "make v2 Greeter"
+    assert app.eval("holders.PRICE(10)") == 20 and app.eval("holders.PRICE_INNER(10)") == 20
+    assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2, z=0)"
+    assert app.eval("holders.POINT == svc.Point(1, 2, 0)") is True
+    assert app.eval("holders.RATE(1)") == 100
+    with Client.connect(app.pid) as client, pytest.raises(errors.RemoteError) as refused:
+        client.apply(raw_bundle("threading"), timeout=5)
+    assert refused.value.result["error"]["type"] == "RefusedModule"
+    code, result = app.rollback()
+    assert code == 0, result
+    assert app.eval("holders.BOUND()") == "greet v1" and app.eval("repr(holders.POINT)") == "Point(x=1, y=2)"
+    assert app.eval("probe.linecache()") == []
