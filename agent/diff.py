@@ -473,6 +473,7 @@ def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     namespace = execute_source(name, source, filename, live)
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
     lease.keep_with(mp.plan)
+    mp.plan.sources.append(lease)
     if live is None:
         mp.installed_new = True
         return mp

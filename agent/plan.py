@@ -249,12 +249,32 @@ class SetCell(Op):
             self.cell.cell_contents = self.old
 
 
+class HideSources(Op):
+    """Part of a rollback: the rolled-back update's sources leave linecache (sources.py)."""
+
+    def __init__(self, leases: List[Any]) -> None:
+        self.leases = leases
+
+    def apply(self) -> None:
+        for lease in self.leases:
+            lease.suspend()
+
+    def undo(self) -> None:
+        for lease in self.leases:
+            lease.resume()
+
+    def inverse(self) -> Op:  # pragma: no cover - a rollback's plan is never inverted again
+        return _Inverse(self)
+
+
 class Plan:
     """An ordered list of operations applied all-or-nothing."""
 
     def __init__(self) -> None:
         self.ops: List[Op] = []
         self._applied = 0
+        #: sources.SourceLease objects of the bundle files this plan's code came from
+        self.sources: List[Any] = []
 
     def add(self, op: Op) -> None:
         self.ops.append(op)
@@ -281,4 +301,6 @@ class Plan:
     def inverse(self) -> "Plan":
         inv = Plan()
         inv.ops = [op.inverse() for op in reversed(self.ops) if op.code]
+        if self.sources:
+            inv.ops.append(HideSources(self.sources))
         return inv

@@ -71,6 +71,16 @@ def test_linecache_follows_the_update(start_target, tmp_path):
     code, data = app.rollback()
     assert code == 0, data
     assert app.eval("probe.linecache()") == []
+    # a rollback that fails (its revert hook raises) is undone: the update and its sources stay
+    stuck = write_bundle(tmp_path / "stuck", "stuck", "refsapp.tiny",
+                         "def value():\n    return 7\n\n\ndef __dynupdate_revert__(new):\n"
+                         "    raise RuntimeError('no way back')\n")
+    code, data = app.apply(stuck)
+    assert code == 0, data
+    code, data = app.rollback()
+    assert code == 1 and "no way back" in data["error"]["message"], data
+    assert app.eval("tiny.value()") == 7
+    assert app.eval("probe.linecache()") == ["<dynupdate stuck>/m.py"]
 
 
 def test_linecache_dropped_out_of_the_undo_window(start_target, tmp_path):
