@@ -356,6 +356,12 @@ class Differ:
             self.mp.plan.add(SetAttr(owner, name, replacement))
             if self._owned_live(old):  # e.g. `f = other.f` now: old references run that
                 self.forward(old, replacement)
+            elif self._owned_live(_vars_or_empty(old).get("__wrapped__")) and not isinstance(old, type):
+                # a wrapper object (lru_cache, ...) that the new version drops: held elsewhere,
+                # it calls the function it wraps, which forwards
+                self.forward(vars(old)["__wrapped__"], replacement)
+                if callable(getattr(old, "cache_clear", None)):
+                    self.mp.plan.add(ClearCache(old))
         # else: data present in both versions keeps its live value (it is state)
 
     def _wrapper_objects(self, old: Any, new: Any) -> bool:

@@ -37,7 +37,7 @@ def updated(request):
     app = start_app(request.getfixturevalue("start_module_target"))
     before = {"bound": app.eval("holders.BOUND()"), "make": app.eval("holders.MAKE()"),
               "price": app.eval("holders.PRICE(10)"), "point": app.eval("repr(holders.POINT)"),
-              "rate": app.eval("holders.RATE(1)")}
+              "rate": app.eval("holders.RATE(1)"), "tax": app.eval("holders.TAX(1)")}
     generation = app.status()["generation"]
     slow = app.eval_async("svc.slow()")                       # in flight on the old code
     wait_until(lambda: app.eval("svc.ENTERED.is_set()"), message="slow() to start")
@@ -65,7 +65,7 @@ def test_apply_succeeds(updated, app):
     assert_result_shape(result, ok=True)
     assert result["version"] == "2"
     assert updated["before"] == {"bound": "greet v1", "make": "make v1 Greeter", "price": 10,
-                                 "point": "Point(x=1, y=2)", "rate": 10}
+                                 "point": "Point(x=1, y=2)", "rate": 10, "tax": 2}
     assert updated["slow"] == "slow v1", "the call in flight finishes on the old code"
     # the replaced functions are named, with what still differs (identity), not as stale references
     replaced = [w for w in result["warnings"] if "replaced" in w]
@@ -113,6 +113,9 @@ def test_cached_function_wrapper_object(updated, app):
     assert app.eval("holders.RATE(1)") == 100
     assert app.eval("svc.rate(2)") == 200 and app.eval("svc.rate.__wrapped__(3)") == 300
     assert app.eval("svc.rate is holders.RATE") is True
+    # the next version drops the cache on tax(): the old cache object held elsewhere runs the new code
+    assert updated["before"]["tax"] == 2
+    assert app.eval("holders.TAX(1)") == 3 and app.eval("svc.tax(1)") == 3
 
 
 def test_dataclass_gaining_a_field(app):
@@ -153,6 +156,7 @@ def test_rollback_restores_the_old_code_through_the_same_references(app):
     assert app.eval("holders.PRICE(10)") == 10 and app.eval("svc.price.__wrapped__(10)") == 10
     assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2)"
     assert app.eval("holders.RATE(1)") == 10
+    assert app.eval("holders.TAX(1)") == 2 and app.eval("svc.tax(1)") == 2
     assert app.eval("[f.name for f in __import__('dataclasses').fields(svc.Point)]") == ["x", "y"]
 
 
