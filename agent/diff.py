@@ -416,6 +416,11 @@ class Differ:
                 self.mp.plan.add(SetAttr(self.mp.module, name, self.rebind(v_new)))
             else:
                 self.pair(self.mp.module, name, v_old, v_new)
+                if not callable(v_new) and not isinstance(v_new, (staticmethod, classmethod, property)):
+                    # data keeps its live value: let the throwaway namespace say so too, so
+                    # that the new literal (a big table, say) is freed now, not at the next
+                    # full GC that breaks the namespace's function <-> globals cycles
+                    self.ns[name] = v_old
         if _is_function(self.ns.get(TRANSFER)):
             self.mp.module_hook = self.rebind(self.ns[TRANSFER])
         if _is_function(self.ns.get(REVERT)):
