@@ -230,6 +230,15 @@ class Differ:
         own = self._ours_live(old) and self._new_code(new)
         foreign_wrapper = not own and old.__code__ is new.__code__ and _wraps(old, self._ours_live)
         if not same_shape or not (own or foreign_wrapper):
+            if not self._ours_live(old) and self._new_code(new):
+                # a decorator from another module was removed: the function it wrapped takes
+                # the new code in place (so a call already inside the wrapper, or held at
+                # the function, runs it) and is what the wrapper now forwards to
+                for inner in _own_inner(old, self._ours_live):
+                    if inner.__name__ == new.__name__ and \
+                            inner.__code__.co_freevars == new.__code__.co_freevars:
+                        self.code(inner, new, _ignore)
+                        break
             self._replace(old, new, install)
             return
         self.updated_fns[id(old)] = True
@@ -238,6 +247,7 @@ class Differ:
         if own:  # a foreign wrapper's code is shared by all its uses; its inner functions are mediated
             self.mp.mediated.append(old)
             self.mp.functions += 1
+        generated = own and new.__globals__ is not self.ns  # e.g. a dataclass __init__
         for c_old, c_new in zip(old.__closure__ or (), new.__closure__ or ()):
             try:
                 v_old, v_new = c_old.cell_contents, c_new.cell_contents
@@ -246,6 +256,10 @@ class Differ:
             if _is_function(v_old) and _is_function(v_new) and v_old is not v_new and \
                     self._owned_live(v_old) and self._owned_new(v_new):
                 self.code(v_old, v_new, functools.partial(self._set_cell, c_old, v_old))
+            elif generated and v_old is not v_new:
+                # a generated function's cells are part of its definition (a field's
+                # default_factory), not state kept since import: they take the new value
+                self._set_cell(c_old, v_old, self.rebind(v_new))
         w_old, w_new = old.__dict__.get("__wrapped__"), new.__dict__.get("__wrapped__")
         if _is_function(w_old) and _is_function(w_new) and w_old is not w_new and \
                 self._owned_live(w_old) and self._owned_new(w_new):
@@ -269,10 +283,10 @@ class Differ:
         if not _is_function(old) or not callable(replacement) or old is replacement:
             return
         self.replaced[id(old)] = replacement
-        self.mp.plan.add(ForwardFunction(old, replacement))
-        self.mp.mediated.append(old)
-        if _is_function(replacement):
-            self.mp.mediated.append(replacement)  # a rollback then waits for its frames too
+        self.mp.plan.add(ForwardFunction(old, replacement, back=id(replacement) not in self.updated_fns))
+        self.mp.mediated.extend(_own_inner(old, self._ours_live))
+        if _is_function(replacement):  # a rollback then waits for its frames too
+            self.mp.mediated.extend(_own_inner(replacement, self._ours_live))
         self.mp.functions += 1
         self.mp.warnings.append(
             f"{old.__module__}.{old.__qualname__} was replaced, not updated in place (its free variables "
@@ -306,7 +320,8 @@ class Differ:
     def klass(self, old: type, new: type, name: str) -> None:
         self.check_class(old, new)
         self.mp.classes.append(ClassPair(old, new, name))
-        self.mp.mediated.extend(self._functions_of(old))
+        for fn in self._functions_of(old):  # held during the update: own code, and what
+            self.mp.mediated.extend(_own_inner(fn, self._ours_live))  # foreign wrappers call
         names = [n for n in vars(old)] + [n for n in vars(new) if n not in vars(old)]
         for attr in names:
             if attr in _CLASS_SKIP:
@@ -443,6 +458,31 @@ def _slots(cls: type) -> Tuple[str, ...]:
 def _is_factory_hook(value: Any) -> bool:
     func = value.__func__ if isinstance(value, staticmethod) else value
     return bool(getattr(func, "_dynupdate_factory", False))
+
+
+def _ignore(_value: Any) -> None:
+    pass
+
+
+def _own_inner(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> List[types.FunctionType]:
+    """`fn` if it is ours, else the functions of ours a wrapper `fn` calls. A wrapper from
+    another module shares its code with every use of its decorator: holding or waiting on
+    that code would wait on unrelated calls elsewhere."""
+    if ours(fn):
+        return [fn]
+    if not _is_function(fn) or depth <= 0:
+        return []
+    inner = [fn.__dict__.get("__wrapped__")]
+    for cell in fn.__closure__ or ():
+        try:
+            inner.append(cell.cell_contents)
+        except ValueError:
+            continue
+    found: List[types.FunctionType] = []
+    for value in inner:
+        if _is_function(value):
+            found.extend(f for f in _own_inner(value, ours, depth - 1) if f not in found)
+    return found
 
 
 def _wraps(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> bool:

@@ -97,9 +97,12 @@ class ForwardFunction(Op):
     a forwarder of the same closure shape, so each of them runs the new code.
     """
 
-    def __init__(self, fn: types.FunctionType, target: Any) -> None:
+    def __init__(self, fn: types.FunctionType, target: Any, *, back: bool = True) -> None:
         self.fn = fn
         self.target = target
+        #: on rollback, make `target` forward back to `fn`; False when `target` is a live
+        #: function updated in place by the same plan (its own undo restores it)
+        self.back = back
         self.before = fn.__code__  # taken at prepare, before the mediator interposes
         self.before_target = fn.__dict__.get(FORWARD, MISSING)
         self.forwarder = forwarder_code(fn)
@@ -118,7 +121,7 @@ class ForwardFunction(Op):
         """Rolled back: the old function runs its own code again, and the replacement,
         wherever it is still referenced (a bound method taken since, a held call),
         forwards back to it."""
-        if isinstance(self.target, types.FunctionType):
+        if self.back and isinstance(self.target, types.FunctionType):
             return _ForwardBack(self)
         return super().inverse()
 

@@ -1,8 +1,9 @@
 """Issue 8 item 3: every existing reference runs the new code.
 
 One refs_app target, one apply of tests/bundles/refs_v2 while a call into the
-patched module is in flight and a call through a stored bound method is held
-by the mediator; the tests then look, from outside, at each kind of reference
+patched module is in flight (and one in another module, through the same
+decorator, which the update must not wait for) and a call through a stored
+bound method is held by the mediator; the tests then look, from outside, at each kind of reference
 taken before the update (scenarios after IPython autoreload's test suite):
 
 - a stored bound method whose method gains `super()` (its free variables
@@ -39,6 +40,9 @@ def updated(request):
               "price": app.eval("holders.PRICE(10)"), "point": app.eval("repr(holders.POINT)"),
               "rate": app.eval("holders.RATE(1)"), "tax": app.eval("holders.TAX(1)")}
     generation = app.status()["generation"]
+    # in flight in ANOTHER module, through the same decorator's wrapper code: not waited for
+    elsewhere = app.eval_async("other.blocked()")
+    wait_until(lambda: app.eval("other.ENTERED.is_set()"), message="other.blocked() to start")
     slow = app.eval_async("svc.slow()")                       # in flight on the old code
     wait_until(lambda: app.eval("svc.ENTERED.is_set()"), message="slow() to start")
     apply = Command("apply", "--pid", str(app.pid), REFS_V2, "--json")
@@ -47,11 +51,17 @@ def updated(request):
     held = app.eval_async("holders.BOUND()")                  # into the function being replaced
     wait_until(lambda: app.eval("probe.held_calls()") >= 1, timeout=30, interval=0.05,
                message="the call through the stored bound method to be held by the mediator")
+    held_make = app.eval_async("holders.MAKE()")              # into a classmethod losing its decorator
+    wait_until(lambda: app.eval("probe.held_calls()") >= 2, timeout=30, interval=0.05,
+               message="the call through the bound classmethod to be held by the mediator")
     assert apply.proc.poll() is None, "the update must still wait for slow()"
     app.eval("svc.GATE.set()")
     code, result, out, err = apply.wait()
+    elsewhere_done = elsewhere.done()
+    app.eval("other.GATE.set()")
     return {"app": app, "before": before, "code": code, "result": result, "out": out, "err": err,
-            "slow": slow.wait(), "held": held.wait()}
+            "slow": slow.wait(), "held": held.wait(), "held_make": held_make.wait(), "elsewhere_done": elsewhere_done,
+            "elsewhere": elsewhere.wait()}
 
 
 @pytest.fixture
@@ -67,6 +77,8 @@ def test_apply_succeeds(updated, app):
     assert updated["before"] == {"bound": "greet v1", "make": "make v1 Greeter", "price": 10,
                                  "point": "Point(x=1, y=2)", "rate": 10, "tax": 2}
     assert updated["slow"] == "slow v1", "the call in flight finishes on the old code"
+    assert not updated["elsewhere_done"], "the update must not wait for another module's use of a decorator"
+    assert updated["elsewhere"] == "other done"
     # the replaced functions are named, with what still differs (identity), not as stale references
     replaced = [w for w in result["warnings"] if "replaced" in w]
     assert any("Greeter.greet" in w for w in replaced), result["warnings"]
@@ -75,6 +87,7 @@ def test_apply_succeeds(updated, app):
 
 def test_call_held_during_the_wait_runs_the_new_code(updated, app):
     assert updated["held"] == GREET_V2
+    assert updated["held_make"] == "make v2 Greeter"
 
 
 def test_stored_bound_method_gaining_super(app):
@@ -126,6 +139,22 @@ def test_dataclass_gaining_a_field(app):
     assert app.eval("holders.POINT == svc.Point(1, 2, 5)") is False
     assert app.eval("[f.name for f in __import__('dataclasses').fields(svc.Point)]") == ["x", "y", "z"]
     assert app.eval("isinstance(holders.POINT, svc.Point)") is True
+    # a field's default_factory changed (it lives in the generated __init__'s closure)
+    assert app.eval("type(svc.Order(1).lines).__name__") == "dict"
+
+
+def test_failed_rollback_leaves_every_reference_on_the_new_code(app):
+    app.eval("deco.CALLS.update(fail_revert=True)")
+    code, result = app.rollback()
+    assert code == 1 and "revert refused" in result["error"]["message"], result
+    app.eval("deco.CALLS.update(fail_revert=False)")
+    assert app.status()["version"] == "2"
+    assert app.eval("holders.BOUND()") == GREET_V2 and app.eval("svc.Greeter().greet()") == GREET_V2
+    assert app.eval("holders.MAKE()") == "make v2 Greeter" and app.eval("svc.Greeter.make()") == "make v2 Greeter"
+    assert app.eval("holders.PRICE(10)") == 20 and app.eval("holders.RATE(1)") == 100
+    assert app.eval("holders.TAX(1)") == 3
+    assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2, z=0)"
+    assert app.eval("probe.linecache()") == ["<dynupdate refs-v2>/svc.py"]
 
 
 def test_rollback_restores_the_old_code_through_the_same_references(app):
@@ -156,6 +185,7 @@ def test_rollback_restores_the_old_code_through_the_same_references(app):
     assert app.eval("holders.PRICE(10)") == 10 and app.eval("svc.price.__wrapped__(10)") == 10
     assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2)"
     assert app.eval("holders.RATE(1)") == 10
+    assert app.eval("type(svc.Order(1).lines).__name__") == "list"
     assert app.eval("holders.TAX(1)") == 2 and app.eval("svc.tax(1)") == 2
     assert app.eval("[f.name for f in __import__('dataclasses').fields(svc.Point)]") == ["x", "y"]
 
@@ -178,6 +208,7 @@ def test_reference_rules_on_other_interpreters(start_target, python):
     assert app.eval("repr(holders.POINT)") == "Point(x=1, y=2, z=0)"
     assert app.eval("holders.POINT == svc.Point(1, 2, 0)") is True
     assert app.eval("holders.RATE(1)") == 100
+    assert app.eval("type(svc.Order(1).lines).__name__") == "dict"
     with Client.connect(app.pid) as client, pytest.raises(errors.RemoteError) as refused:
         client.apply(raw_bundle("threading"), timeout=5)
     assert refused.value.result["error"]["type"] == "RefusedModule"

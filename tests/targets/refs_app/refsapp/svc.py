@@ -1,7 +1,7 @@
 """The module the tests patch (tests/bundles/refs_v2/svc.py is its next version)."""
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from refsapp.deco import logged
 
@@ -44,6 +44,12 @@ def tax(units):
 class Point:
     x: int
     y: int
+
+
+@dataclass
+class Order:
+    oid: int
+    lines: list = field(default_factory=list)
 
 
 def slow():
