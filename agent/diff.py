@@ -2,9 +2,14 @@
 
 The new source runs in a throwaway namespace; its definitions are then matched
 to the live ones by name. Functions and classes that exist in both are updated
-in place (identity kept, so every reference sees the new code); new ones are
-adopted with their globals re-bound to the live module; data keeps its live
-value. Nothing live is touched here: the result is a `Plan` to apply later.
+in place (identity kept, so every reference sees the new code); a function
+that cannot be (its closure changed shape) is replaced where it was found and
+the old object forwards to the replacement (forward.py), so references to it
+run the new code too. Wrappers made by decorators from other modules and
+functions generated for a class (dataclasses) are this module's code as well.
+New definitions are adopted with their globals re-bound to the live module;
+data keeps its live value. Nothing live is touched here: the result is a
+`Plan` to apply later.
 """
 from __future__ import annotations
 
@@ -288,11 +293,13 @@ class Differ:
         if _is_function(replacement):  # a rollback then waits for its frames too
             self.mp.mediated.extend(_own_inner(replacement, self._ours_live))
         self.mp.functions += 1
+        after = getattr(getattr(replacement, "__code__", None), "co_freevars", None)
+        why = f"its free variables changed: {old.__code__.co_freevars} -> {after}" \
+            if after is not None and after != old.__code__.co_freevars else "it is now made another way"
         self.mp.warnings.append(
-            f"{old.__module__}.{old.__qualname__} was replaced, not updated in place (its free variables "
-            f"changed: {old.__code__.co_freevars} -> {getattr(replacement, '__code__', old.__code__).co_freevars}"
-            f"); existing references to it run the new code, but code comparing the function's identity "
-            f"(`is`, dict keys, sets) sees a different object")
+            f"{old.__module__}.{old.__qualname__} was replaced, not updated in place ({why}); existing "
+            f"references to it run the new code, but code comparing the function's identity (`is`, dict "
+            f"keys, sets) sees a different object")
 
     # -- classes ----------------------------------------------------------------
     def check_class(self, old: type, new: type) -> None:

@@ -236,6 +236,9 @@ class SetItem(Op):
                 pass
             self.applied = False
 
+    def __repr__(self) -> str:
+        return f"redirect a reference to {getattr(self.old, '__qualname__', type(self.old).__name__)}"
+
 
 class SetCell(Op):
     """Redirect a closure cell (e.g. a decorator's reference) to a replacement."""
@@ -250,6 +253,9 @@ class SetCell(Op):
     def undo(self) -> None:
         if self.cell.cell_contents is self.new:
             self.cell.cell_contents = self.old
+
+    def __repr__(self) -> str:
+        return f"set a closure cell holding {getattr(self.old, '__qualname__', type(self.old).__name__)}"
 
 
 class HideSources(Op):
@@ -268,6 +274,9 @@ class HideSources(Op):
 
     def inverse(self) -> Op:  # pragma: no cover - a rollback's plan is never inverted again
         return _Inverse(self)
+
+    def __repr__(self) -> str:
+        return f"take {', '.join(lease.filename for lease in self.leases)} out of linecache"
 
 
 class Plan:
