@@ -24,11 +24,12 @@ extra_modules = {name: __import__(name) for name in filter(None, os.environ.get(
 
 
 def held_calls():
-    """Threads parked at the mediator's entry right now (seen from their stacks)."""
+    """Application threads inside the mediator right now (parked at a held call's entry)."""
+    agent = {t.ident for t in threading.enumerate() if t.name.startswith("dynupdate")}
     count = 0
-    for frame in sys._current_frames().values():
-        while frame is not None:
-            if frame.f_code.co_filename.endswith("mediator.py") and frame.f_code.co_name == "_call":
+    for ident, frame in sys._current_frames().items():
+        while frame is not None and ident not in agent:
+            if frame.f_code.co_filename.endswith("mediator.py"):
                 count += 1
                 break
             frame = frame.f_back
