@@ -22,7 +22,9 @@ import threading
 import weakref
 from typing import Any, Dict, List
 
-_lock = threading.Lock()
+#: re-entrant: a finalizer (release) can run inside any allocation, also one made
+#: while this thread holds the lock, when the cyclic GC frees an old plan
+_lock = threading.RLock()
 _live: Dict[str, List["SourceLease"]] = {}  # filename -> live leases, oldest first
 _pending: List["SourceLease"] = []          # created by the running request, not yet settled
 
