@@ -384,6 +384,13 @@ class Differ:
                 self.forward(vars(old)["__wrapped__"], replacement)
                 if callable(getattr(old, "cache_clear", None)):
                     self.mp.plan.add(ClearCache(old))
+            elif isinstance(old, (staticmethod, classmethod)) and self._owned_live(old.__func__):
+                # e.g. a classmethod that became a staticmethod: the calls differ, no forwarding
+                fn = old.__func__
+                self.mp.warnings.append(
+                    f"{fn.__module__}.{fn.__qualname__} changed from a {type(old).__name__} to "
+                    f"{type(new).__name__}: references taken before the update (a bound "
+                    f"{type(old).__name__}) keep running the old code")
         # else: data present in both versions keeps its live value (it is state)
 
     def _wrapper_objects(self, old: Any, new: Any) -> bool:

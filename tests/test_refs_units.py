@@ -144,3 +144,23 @@ def test_stdlib_scan_fallback_agrees_with_stdlib_module_names():
     for name in ("os", "threading", "json", "asyncio", "sys", "builtins", "_thread", "collections"):
         assert name in scanned
     assert "msgpack" not in scanned and "pytest" not in scanned
+
+
+def test_a_reference_that_cannot_be_redirected_is_named_in_warnings():
+    """A classmethod that became a staticmethod: a bound classmethod taken before passes
+    `cls`, the new function takes nothing, so it cannot forward; the result says so."""
+    import sys
+    import types
+
+    from dynupdate_agent import diff
+
+    module = types.ModuleType("refs_unit_kind")
+    sys.modules[module.__name__] = module
+    try:
+        exec("class K:\n    @classmethod\n    def f(cls):\n        return 1\n", vars(module))
+        mp = diff.plan_module(module.__name__, "class K:\n    @staticmethod\n    def f():\n        return 2\n",
+                              "<dynupdate unit>/kind.py")
+        assert any("K.f changed from a classmethod to staticmethod" in w for w in mp.warnings), mp.warnings
+    finally:
+        sources.settle(keep=False)
+        del sys.modules[module.__name__]
