@@ -19,7 +19,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import factories, importer, sources
+from . import factories, importer, report, sources
 from .plan import MISSING, ClearCache, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
@@ -62,6 +62,8 @@ class ModulePlan:
     module_hook: Optional[types.FunctionType] = None
     revert_hook: Optional[types.FunctionType] = None
     check_hook: Optional[types.FunctionType] = None
+    #: warnings for module data whose new-source value differs from the live value it keeps
+    kept: List[str] = field(default_factory=list)
     installed_new: bool = False
     new_factories: List[type] = field(default_factory=list)
 
@@ -447,6 +449,9 @@ class Differ:
             else:
                 self.pair(self.mp.module, name, v_old, v_new)
                 if not callable(v_new) and not isinstance(v_new, (staticmethod, classmethod, property)):
+                    warning = report.kept_warning(self.mp.name, name, v_old, v_new)
+                    if warning is not None:
+                        self.mp.kept.append(warning)
                     # data keeps its live value: let the throwaway namespace say so too, so
                     # that the new literal (a big table, say) is freed now, not at the next
                     # full GC that breaks the namespace's function <-> globals cycles

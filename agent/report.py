@@ -86,29 +86,30 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def kept_warning(module: str, name: str, old: Any, new: Any) -> Optional[str]:
+    """The warning for one module-level name whose new-source value differs from the live value it keeps.
+
+    Called by the differ while it still holds both values (it then drops the
+    new one, see diff.py), so big new literals are not kept just to compare.
+    """
+    table = isinstance(new, _TABLE) and 0 < len(new) and (not isinstance(old, _TABLE) or len(old) <= _TABLE_LIMIT)
+    if not table and not isinstance(new, _CONSTANT) and not isinstance(old, _CONSTANT):
+        return None
+    try:
+        same = type(old) is type(new) and bool(old == new)
+    except Exception:
+        return None
+    if same:
+        return None
+    return (f"{module}.{name}: the new source sets {_short(new)} but the process keeps its "
+            f"live value {_short(old)} (module data is state); to change it, migrate it in a "
+            f"module-level __dynupdate_transfer__(old)")
+
+
 def _kept_constants(modules: List[Any]) -> List[str]:
-    warnings = []
-    for mp in modules:
-        if mp.module is None or mp.module_hook is not None:
-            continue  # a module hook migrates state itself
-        live = vars(mp.module)
-        for name, new in mp.namespace.items():
-            if name.startswith("__") and name.endswith("__") or name not in live:
-                continue
-            old = live[name]
-            table = isinstance(new, _TABLE) and 0 < len(new) and (not isinstance(old, _TABLE) or
-                                                                   len(old) <= _TABLE_LIMIT)
-            if not table and not isinstance(new, _CONSTANT) and not isinstance(old, _CONSTANT):
-                continue
-            try:
-                same = type(old) is type(new) and bool(old == new)
-            except Exception:
-                continue
-            if not same:
-                warnings.append(f"{mp.name}.{name}: the new source sets {_short(new)} but the process keeps its "
-                                f"live value {_short(old)} (module data is state); to change it, migrate it in a "
-                                f"module-level __dynupdate_transfer__(old)")
-    return warnings
+    """Warnings the differ collected, except for modules whose own hook migrates their state."""
+    return [w for mp in modules if mp.module is not None and mp.module_hook is None
+            for w in getattr(mp, "kept", [])]
 
 
 def _owner_name(obj: Any) -> str:

@@ -65,16 +65,20 @@ class RolloutOptions:
 
 
 def read_pidfile(path: str) -> int:
-    """The pid in a pidfile such as gunicorn's `-p` writes (one integer)."""
+    """The pid in a pidfile such as gunicorn's `-p` writes (one integer).
+
+    The pidfile often lies in a folder the target's user can write, so it is
+    read like a bundle file: a regular file only (no link, fifo or device, so
+    nothing can hang us or make us read another file), at most 64 bytes, and
+    its content is never echoed.
+    """
+    from .bundle import read_regular_file
+
+    data = read_regular_file(path, "the pidfile", 64)
     try:
-        with open(path) as fh:
-            text = fh.read().strip()
-    except OSError as exc:
-        raise errors.UsageError(f"cannot read the pidfile {path}: {exc.strerror}") from None
-    try:
-        pid = int(text.split()[0])
-    except (ValueError, IndexError):
-        raise errors.UsageError(f"the pidfile {path} does not hold a pid (it has {text[:40]!r})") from None
+        pid = int(data.decode("ascii").split()[0])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise errors.UsageError(f"the pidfile {path} does not hold a pid (one decimal number)") from None
     if pid <= 0:
         raise errors.UsageError(f"the pidfile {path} holds an invalid pid {pid}")
     return pid
@@ -444,7 +448,10 @@ def run_cli(action: str, master: int, step: Step, options: RolloutOptions, *, as
 
     def notify(message: str) -> None:
         if not as_json:
-            render.err.print(f"  {escape(message)}", markup=True)
+            render.err.print(render.txt(f"  {message}", multiline=True))
+
+    def announce(message: str) -> None:  # injecting an agent changes a process: said in every mode
+        render.err.print(render.txt(f"dynupdate: {message}", "cyan", multiline=True))
 
     status_line = None if as_json else render.err.status(f"{action} on the tree of pid {master}…")
 
@@ -457,7 +464,7 @@ def run_cli(action: str, master: int, step: Step, options: RolloutOptions, *, as
     def connect_one(pid: int) -> Client:
         if status_line is not None:
             status_line.update(escape(f"{action} tree of {master} · connecting to {pid}…"))
-        return connect(pid, notify=notify)[0]
+        return connect(pid, notify=announce)[0]
 
     rollout = Rollout(master, action, step, options, connect=connect_one, timeout=timeout, notify=notify,
                       on_progress=on_progress)
@@ -499,14 +506,12 @@ def _summary(result: Dict[str, Any]) -> None:
 
 
 def _skew_warning(result: Dict[str, Any]) -> None:
-    from rich.markup import escape
-
     from . import render
 
     if result.get("skew"):
         versions = sorted({str(r.get("version")) for r in result["pids"] if r.get("version") is not None})
-        render.err.print(f"[bold red]VERSION SKEW:[/] the tree runs {escape(', '.join(versions))}; "
-                         f"re-run the same command to converge", markup=True)
+        render.err.print(render.line(("VERSION SKEW:", "bold red"), " the tree runs ", render.txt(", ".join(versions)),
+                                     "; re-run the same command to converge"))
 
 
 def status_cli(master: int, *, as_json: bool, inject: bool) -> None:
@@ -516,7 +521,10 @@ def status_cli(master: int, *, as_json: bool, inject: bool) -> None:
     from . import render
     from .attach import connect
 
-    result = tree_status(master, lambda pid: connect(pid, inject=inject)[0])
+    def announce(message: str) -> None:  # injecting an agent changes a process: said in every mode
+        render.err.print(render.txt(f"dynupdate: {message}", "cyan", multiline=True))
+
+    result = tree_status(master, lambda pid: connect(pid, inject=inject, notify=announce)[0])
     if as_json:
         render.emit_json(result)
         return
@@ -525,6 +533,7 @@ def status_cli(master: int, *, as_json: bool, inject: bool) -> None:
         table.add_column(col)
     for row in result["pids"]:
         agent = row["agent"] or ("-" if row["error"] is None else f"unreachable: {row['error'].get('message', '')}")
-        table.add_row(str(row["pid"]), row["role"], str(row["version"]), str(row["generation"]), str(agent))
+        table.add_row(str(row["pid"]), row["role"], render.txt(row["version"]), str(row["generation"]),
+                      render.txt(agent))
     render.out.print(table)
     _skew_warning(result)

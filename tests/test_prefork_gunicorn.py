@@ -9,6 +9,7 @@ requires every request to be answered.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -189,8 +190,14 @@ def test_tree_apply_restart_status_rollback(sync_plain):
     """One command each: apply (agents injected), a restarted worker on v2, status, rollback of every process."""
     s = sync_plain
     with Load(s) as load:
-        code, data = s.cli("apply", "--pidfile", s.pidfile, "--tree", V2)
+        folder = os.path.join(s.base, f"dynupdate-{os.getuid()}")
+        bare = [p for p in [s.master] + s.workers() if not os.path.exists(os.path.join(folder, f"{p}.sock"))]
+        proc = dynupdate("apply", "--pidfile", s.pidfile, "--tree", V2, "--json", env=s.env, timeout=180)
+        code, data = proc.returncode, json.loads(proc.stdout)
         assert code == 0, data
+        # injecting agents changes processes: the CLI says so for each, --json included
+        for pid in bare:
+            assert f"no agent in pid {pid}" in proc.stderr and "injecting" in proc.stderr, proc.stderr
         rows = _by_pid(data)
         assert data["ok"] and not data["skew"] and data["rolled_back"] == []
         assert rows[s.master]["role"] == "master" and set(s.workers()) <= set(rows)
