@@ -19,6 +19,10 @@ pid_option = click.option("--pid", "-p", type=int, required=True, help="Process 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
                               help="Seconds to wait for a safe point before giving up (exit 4, nothing changed).")
+hook_timeout_option = click.option(
+    "--hook-timeout", type=click.FloatRange(min=0.01, max=86400), default=None,
+    help="Seconds the new module bodies, and separately the swap with every state transfer hook, may take "
+         "(default 10); past it the update is undone, held calls continue on the old code (exit 1, HookTimeout).")
 key_option = click.option("--key-file", type=click.Path(dir_okay=False), default=None,
                           help="Sign the bundle with this key (targets started with DYNUPDATE_KEY_FILE require it).")
 
@@ -206,11 +210,12 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
 @click.option("--lazy", is_flag=True, default=None,
               help="Transfer each instance's state on its first use instead of during the update.")
 @timeout_option
+@hook_timeout_option
 @click.option("--dry-run", is_flag=True, help="Prepare and check everything in the target, report, change nothing.")
 @key_option
 @json_option
-def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool,
-          key_file: Optional[str], as_json: bool) -> None:
+def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, hook_timeout: Optional[float],
+          dry_run: bool, key_file: Optional[str], as_json: bool) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
     The bundle is validated here first (exit 2 if invalid). The agent is
@@ -228,15 +233,17 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
     _set_json(as_json, "apply", pid)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
-        loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p))
+        loaded, lazy=lazy, timeout=timeout, hook_timeout=hook_timeout, dry_run=dry_run, on_progress=p))
 
 
 @cli.command()
 @pid_option
 @click.option("--to", "to_version", default=None, help="Roll back every update after this version.")
 @timeout_option
+@hook_timeout_option
 @json_option
-def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool) -> None:
+def rollback(pid: int, to_version: Optional[str], timeout: float, hook_timeout: Optional[float],
+             as_json: bool) -> None:
     """Undo the last update (or all updates back to --to VERSION).
 
     \b
@@ -244,7 +251,8 @@ def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool)
       dynupdate rollback --pid 4242
       dynupdate rollback --pid 4242 --to base
     """
-    _run_update(pid, as_json, "rollback", lambda c, p: c.rollback(to=to_version, timeout=timeout, on_progress=p))
+    _run_update(pid, as_json, "rollback", lambda c, p: c.rollback(to=to_version, timeout=timeout,
+                                                                  hook_timeout=hook_timeout, on_progress=p))
 
 
 @cli.command()
@@ -265,6 +273,7 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
         "history": [{"name": h.get("name"), "version": h.get("version"), "applied_at": h.get("applied_at")}
                     for h in data.get("history") or []],
         "generation": data.get("generation"),
+        "update": data.get("update") or {"running": None, "stuck": []},
         "threads": [{"id": t.get("id"), "name": t.get("name"), "generation": t.get("generation"),
                      "in_activity": bool(t.get("in_activity"))} for t in data.get("threads") or []],
         "factories": [{"class": f.get("class"), "instances": f.get("instances"), "pending": f.get("pending", 0)}

@@ -124,12 +124,16 @@ class Client:
         return self.request("status")
 
     def apply(self, bundle: Dict[str, Any], *, lazy: Optional[bool] = None, timeout: float = 10.0,
-              dry_run: bool = False, on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+              dry_run: bool = False, on_progress: Optional[ProgressCallback] = None,
+              hook_timeout: Optional[float] = None) -> Dict[str, Any]:
         """Apply a loaded bundle (see dynupdate.bundle.load_bundle)."""
+        extra = {} if hook_timeout is None else {"hook_timeout": float(hook_timeout)}
         return self.request("apply", bundle=bundle, lazy=lazy, timeout=float(timeout), dry_run=dry_run,
-                            on_progress=on_progress, io_timeout=timeout + 60)
+                            on_progress=on_progress, io_timeout=timeout + 2 * (hook_timeout or 10.0) + 60, **extra)
 
     def rollback(self, *, to: Optional[str] = None, timeout: float = 10.0,
-                 on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+                 on_progress: Optional[ProgressCallback] = None,
+                 hook_timeout: Optional[float] = None) -> Dict[str, Any]:
+        extra = {} if hook_timeout is None else {"hook_timeout": float(hook_timeout)}
         return self.request("rollback", to=to, timeout=float(timeout), on_progress=on_progress,
-                            io_timeout=timeout + 60)
+                            io_timeout=timeout + 2 * (hook_timeout or 10.0) + 60, **extra)

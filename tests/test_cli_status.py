@@ -29,7 +29,8 @@ def _instances(data: dict) -> dict:
 def test_status_json_shape_is_exactly_the_published_one(start_target, runtime_env):
     t, _ = _start(start_target, runtime_env)
     data = _status(t.pid, runtime_env)
-    assert set(data) == {"pid", "version", "history", "generation", "threads", "factories", "agent"}
+    assert set(data) == {"pid", "version", "history", "generation", "update", "threads", "factories", "agent"}
+    assert data["update"] == {"running": None, "stuck": []}
     assert data["pid"] == t.pid
     assert data["version"] == "base"
     assert isinstance(data["generation"], int)
