@@ -231,12 +231,13 @@ class Transaction:
                        if job.stopped else "it could not be interrupted and was abandoned")
             outcome = ""
             if not self.changing:  # before the swap: nothing to undo, the stuck code may end on its own
-                job.after_undo()
                 outcome = f"; nothing was changed and the process runs {self.previous!r} as before"
             raise UpdateError("HookTimeout", f"{job.what} did not finish within the hook timeout of "
                               f"{self.hook_timeout:g}s ({stopped}){outcome}") from None
         finally:
             self._job = None
+            if not self.changing:  # outside the swap window there is nothing to undo: let the worker finish
+                job.after_undo()
 
     def _poll(self, where: str) -> None:
         self.require_client(where)
