@@ -36,12 +36,26 @@ def error(exc: Exception) -> None:
             err.print(f"[yellow]hint:[/] {exc.hint}", markup=True)
 
 
+def _update_state(update: Dict[str, Any]) -> None:
+    """The running update and any stuck hook (target strings: printed as text, never markup)."""
+    running = update.get("running")
+    if running:
+        doing = f", running {running.get('running')}" if running.get("running") else ""
+        out.print(f"update in progress: {running.get('action')} {running.get('bundle')!r}, phase "
+                  f"{running.get('phase')}{doing}, {running.get('seconds')}s, {running.get('held')} call(s) held",
+                  markup=False, highlight=False)
+    for stuck in update.get("stuck") or []:
+        out.print(f"stuck hook (updates refused until it returns): {stuck}", markup=False, highlight=False,
+                  style="red")
+
+
 def status(data: Dict[str, Any]) -> None:
     agent = data.get("agent", {})
     out.print(f"[bold]pid {data['pid']}[/]  version [bold green]{data['version']}[/]  "
               f"generation {data['generation']}", markup=True)
     out.print(f"agent {agent.get('version')} on Python {agent.get('python')}, started {_when(agent.get('started_at'))}, "
               f"socket {agent.get('socket')}")
+    _update_state(data.get("update") or {})
     hist = Table(title="Version history", title_justify="left")
     for col in ("#", "version", "bundle", "applied at"):
         hist.add_column(col)

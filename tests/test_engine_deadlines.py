@@ -23,7 +23,7 @@ from typing import Any, Dict
 
 import pytest
 
-from conftest import TARGETS, dynupdate_json, wait_until
+from conftest import TARGETS, dynupdate, dynupdate_json, wait_until
 
 sys.path.insert(0, str(TARGETS))
 from rel_helpers import Command, module_output, start_module_target  # noqa: E402,F401
@@ -255,12 +255,18 @@ def test_hook_sleeping_past_the_deadline_refuses_updates_until_it_returns(fresh,
     assert hang.get("/label") == {"label": "v1"}  # serving the old code while the hook is stuck
     stuck = hang.status()["update"]["stuck"]
     assert len(stuck) == 1 and "Item.__dynupdate_transfer__ on instance 1 of 3" in stuck[0], stuck
+    text = dynupdate("status", "--pid", str(hang.pid), "--no-inject")
+    assert text.returncode == 0 and "stuck hook" in text.stdout, text.stdout + text.stderr
+    assert "Item.__dynupdate_transfer__ on instance 1 of 3" in text.stdout, text.stdout
 
     plain = make_bundle(tmp_path, "plain-v2")
     for extra in (("--dry-run",), ()):
         code, refused = hang.apply(plain, *extra)
         assert code == 1 and refused["error"]["type"] == "HookStuck", refused
         assert "Item.__dynupdate_transfer__ on instance 1 of 3" in refused["error"]["message"], refused
+    text = dynupdate("apply", "--pid", str(hang.pid), plain)
+    assert text.returncode == 1 and "Item.__dynupdate_transfer__ on instance 1 of 3" in text.stderr, text.stderr
+    print(text.stderr)
     assert hang.status()["version"] == "base"
 
     hang.control(hang="release")             # the hook returns: its late work must not stick
