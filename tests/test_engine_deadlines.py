@@ -166,8 +166,13 @@ class Call:
         return body
 
 
+#: the target's interpreter (any CPython >= 3.9; e.g. a pyenv one, to check the deadlines there)
+TARGET_PYTHON = os.environ.get("DYNUPDATE_TEST_TARGET_PYTHON", sys.executable)
+
+
 def start_hang(start: Any) -> Hang:
-    return Hang(start([sys.executable, "-m", "dynupdate", "run", str(HANG_SERVER), "--items", "3"]))
+    return Hang(start([sys.executable, "-m", "dynupdate", "run", "--", TARGET_PYTHON, str(HANG_SERVER),
+                       "--items", "3"]))
 
 
 BASE_ITEMS = {f"i{i}": {"iid": f"i{i}", "qty": i} for i in range(3)}
