@@ -1,15 +1,35 @@
-"""Finding the live instances of a class and carrying their state over eagerly.
+"""The instance set of an update: which live objects get their state transferred.
 
-Instances of `updatable` classes come from the factory's weak list; for any
-other class the heap is scanned once, so patches also work on programs that
-never imported the agent.
+The set is decided at the safe point, completely (`Census`):
+- instances of `updatable` classes come from the factory's weak list;
+- for any other class the heap is scanned once while the target runs, in
+  short slices that hand the GIL back between them (no client waits on one
+  long scan), and a watch on the class's `__new__` (installed before the scan
+  starts) records every instance created from then on, so nothing created
+  during the scan or the safe-point wait is missed;
+- an object whose `__init__` the mediator holds is not in the set: it is
+  built by the new code once the update releases it, so it has no old state.
+Objects created after the decision belong to the new version (lazy marks them
+fresh). The watches are removed when the update ends, whatever the outcome.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
-from typing import Any, Callable, Dict, List, Tuple
+import sys
+import time
+import types
+import weakref
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import factories
+from . import factories, typeslots
+
+#: a scan slice runs at most this long before the scanning thread sleeps for REST_S, so a
+#: request thread waiting for the GIL gets it within about a slice (the interpreter's own
+#: switch interval is 5 ms, and a request needs the GIL several times)
+SLICE_S = 0.0005
+REST_S = 0.0005
+_MEDIATOR_FILE = "<dynupdate mediator>"
 
 
 def subclasses(cls: type) -> List[type]:
@@ -24,8 +44,51 @@ def subclasses(cls: type) -> List[type]:
     return found
 
 
+def _owners(classes: List[type]) -> Dict[type, List[type]]:
+    owners: Dict[type, List[type]] = {}
+    for cls in classes:
+        for sub in subclasses(cls):
+            owners.setdefault(sub, []).append(cls)
+    return owners
+
+
+def scan_heap(classes: List[type], incremental: bool = False) -> Dict[type, List[Any]]:
+    """Every GC-tracked instance of `classes` (subclasses included), per class.
+
+    Generation by generation, youngest first: a collection between two slices
+    only moves objects to an older generation, which is scanned later, so an
+    object alive throughout is seen at least once (duplicates are dropped).
+    With `incremental`, the filtering runs in slices of SLICE_S separated by
+    REST_S sleeps; the only long call left is `gc.get_objects(generation)`
+    itself (about 1 ms per 10^5 objects).
+    """
+    owners = _owners(classes)
+    result: Dict[type, List[Any]] = {cls: [] for cls in classes}
+    seen: set = set()
+    generations: List[Optional[int]] = [0, 1, 2] if sys.version_info >= (3, 8) else [None]
+    perf = time.perf_counter
+    for generation in generations:
+        objs = gc.get_objects() if generation is None else gc.get_objects(generation=generation)
+        while objs:
+            until = perf() + SLICE_S
+            while objs and (not incremental or perf() < until):
+                chunk = objs[-2000:]
+                del objs[-2000:]  # drop our references as we go, so the scan keeps nothing alive
+                for obj in chunk:
+                    hit = owners.get(type(obj))
+                    if hit and id(obj) not in seen:
+                        seen.add(id(obj))
+                        for cls in hit:
+                            result[cls].append(obj)
+                del chunk
+            if incremental and objs:
+                time.sleep(REST_S)
+        del objs
+    return result
+
+
 def find(classes: List[type]) -> Dict[type, List[Any]]:
-    """For each class, its live instances (subclass instances included)."""
+    """For each class, its live instances (subclass instances included), now."""
     result: Dict[type, List[Any]] = {}
     scan = []
     for cls in classes:
@@ -34,17 +97,230 @@ def find(classes: List[type]) -> Dict[type, List[Any]]:
         else:
             scan.append(cls)
     if scan:
-        owners: Dict[type, List[type]] = {}
-        for cls in scan:
-            result[cls] = []
-            for sub in subclasses(cls):
-                owners.setdefault(sub, []).append(cls)
-        for obj in gc.get_objects():
-            hit = owners.get(type(obj))
-            if hit:
-                for cls in hit:
-                    result[cls].append(obj)
+        result.update(scan_heap(scan))
     return result
+
+
+class _Refs:
+    """Weak references to objects, strong ones for objects that cannot be weakly referenced."""
+
+    __slots__ = ("weak", "strong")
+
+    def __init__(self) -> None:
+        self.weak: List[Any] = []
+        self.strong: List[Any] = []
+
+    def add(self, obj: Any, ref: Any = weakref.ref) -> None:
+        try:
+            self.weak.append(ref(obj))
+        except TypeError:
+            self.strong.append(obj)
+
+    def mark(self) -> Tuple[int, int]:
+        return len(self.weak), len(self.strong)
+
+    def live(self, since: Tuple[int, int] = (0, 0), until: Optional[Tuple[int, int]] = None) -> List[Any]:
+        weak = self.weak[since[0]:until[0] if until else None]
+        strong = self.strong[since[1]:until[1] if until else None]
+        out = [obj for obj in (r() for r in weak) if obj is not None]
+        out.extend(strong)
+        return out
+
+
+class _Watch:
+    """Records the instances of one class (and its subclasses) created while it is installed.
+
+    It is the class's own `__new__` for the duration of an update. `factories`
+    and `lazy` see through it (`_dynupdate_watch` = (wrapped __new__, what the
+    class dict held before)), so whatever they install on top never depends
+    on it; removing it only restores the class dict if it is still ours.
+    """
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.refs = _Refs()
+        self.active = True
+        inner = cls.__new__
+        nested = getattr(inner, "_dynupdate_watch", None)
+        if nested is not None:  # never stack watches (two censuses on one class)
+            inner = nested[0]
+        watch, add = self, self.refs.add
+        if inner is object.__new__:
+            new_object = object.__new__
+
+            def __new__(klass: type, *args: Any, **kwargs: Any) -> Any:
+                obj: Any = new_object(klass)
+                if watch.active:
+                    add(obj)
+                return obj
+        else:
+            def __new__(klass: type, *args: Any, **kwargs: Any) -> Any:
+                obj = inner(klass, *args, **kwargs)
+                if watch.active:
+                    add(obj)
+                return obj
+        __new__.__qualname__ = f"{cls.__qualname__}.__new__"
+        self.hook = typeslots.NewHook(cls, __new__)
+        __new__._dynupdate_watch = (inner, self.hook)  # type: ignore[attr-defined]
+
+    def remove(self) -> None:
+        self.active = False  # if the hook must stay (see typeslots), it only passes through
+        self.hook.remove()
+
+
+def see_through(cls: type) -> "Tuple[Any, Optional[typeslots.NewHook]]":
+    """(the `__new__` to build on, the census watch hook to supersede or None).
+
+    Whoever installs a `__new__` on a class during an update (a new factory,
+    lazy transfer) builds on what the watch wraps and takes over its removal,
+    so removing the watch at the end never unhooks them, nor leaves it behind.
+    """
+    watched = getattr(cls.__new__, "_dynupdate_watch", None)
+    if watched is not None and watched[1].cls is cls and watched[1].is_current():
+        return watched[0], watched[1]
+    return cls.__new__, None
+
+
+def under_construction(classes: Tuple[type, ...]) -> set:
+    """ids of objects whose `__init__` the mediator is holding right now.
+
+    Such an object was allocated but its constructor waits for the update to
+    end; it then runs the new `__init__`, so it has no old state to transfer.
+    """
+    ids = set()
+    for top in sys._current_frames().values():
+        frame: Optional[types.FrameType] = top
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename == _MEDIATOR_FILE and code.co_name == "__init__":
+                args = frame.f_locals.get("args") or ()
+                if args and isinstance(args[0], classes):
+                    ids.add(id(args[0]))
+            frame = frame.f_back
+    return ids
+
+
+class Decided:
+    """The instance set of one class, as decided at the safe point."""
+
+    def __init__(self, cls: type, objs: List[Any]) -> None:
+        self.cls = cls
+        self.objs = objs
+
+    def refs(self) -> "_Refs":
+        refs = _Refs()
+        for obj in self.objs:
+            refs.add(obj)
+        return refs
+
+
+class Census:
+    """Finds the instances an update transfers; `decide()` at the safe point, `close()` always.
+
+    prepare():  watch untracked classes, then scan the heap for them (incremental)
+    decide():   at the safe point: factory lists, scan results and watched
+                creations, minus objects under construction -> objects per class
+    close():    remove the watches (also on failure: see `scope`)
+    """
+
+    def __init__(self, classes: List[type]) -> None:
+        self.classes = list(dict.fromkeys(classes))
+        self.untracked = [cls for cls in self.classes if not factories.is_updatable(cls)]
+        self.watches: List[_Watch] = []
+        self.scanned: Dict[type, _Refs] = {}
+        self.marks: Dict[int, Tuple[int, int]] = {}
+        self.closed = False
+        _open.append(self)
+
+    def prepare(self) -> Dict[type, int]:
+        """Install the watches, then scan; returns a first count per class (for the plan)."""
+        for cls in self.untracked:
+            for klass in subclasses(cls):
+                if klass is cls or "__new__" in vars(klass):
+                    try:
+                        self.watches.append(_Watch(klass))
+                    except TypeError:
+                        pass  # a built-in type's __new__ cannot be replaced: the scan still finds them
+        found = scan_heap(self.untracked, incremental=True) if self.untracked else {}
+        counts: Dict[type, int] = {}
+        for cls in self.classes:
+            if cls in found:
+                refs = self.scanned[cls] = _Refs()
+                for obj in found[cls]:
+                    refs.add(obj)
+                counts[cls] = len(found[cls])
+            else:
+                counts[cls] = factories.count(cls)
+        return counts
+
+    def _watched(self, cls: type) -> List[Any]:
+        out: List[Any] = []
+        for watch in self.watches:
+            if issubclass(watch.cls, cls) or issubclass(cls, watch.cls):
+                out.extend(obj for obj in watch.refs.live() if isinstance(obj, cls))
+        return out
+
+    def decide(self, classes: Optional[List[type]] = None) -> Dict[type, List[Any]]:
+        """The complete instance set of each class, now (call at the safe point)."""
+        classes = self.classes if classes is None else classes
+        for watch in self.watches:
+            self.marks[id(watch)] = watch.refs.mark()
+        building = under_construction(tuple(classes))
+        out: Dict[type, List[Any]] = {}
+        for cls in classes:
+            if cls in self.scanned:
+                objs = self.scanned[cls].live() + self._watched(cls)
+            else:
+                objs = factories.live_instances(cls)
+            seen: set = set()
+            kept = []
+            for obj in objs:
+                key = id(obj)
+                if key not in seen and key not in building and isinstance(obj, cls):
+                    seen.add(key)
+                    kept.append(obj)
+            out[cls] = kept
+        return out
+
+    def known(self, cls: type) -> List[Any]:
+        """Every live instance of `cls` the census knows of (none excluded), without duplicates."""
+        objs = self.scanned[cls].live() if cls in self.scanned else []
+        objs += self._watched(cls)
+        return list({id(obj): obj for obj in objs if isinstance(obj, cls)}.values())
+
+    def created_since_decided(self, cls: type) -> List[Any]:
+        """Instances of `cls` the watches saw after `decide()` (they belong to the new version)."""
+        out: List[Any] = []
+        for watch in self.watches:
+            if issubclass(watch.cls, cls) or issubclass(cls, watch.cls):
+                since = self.marks.get(id(watch), (0, 0))
+                out.extend(obj for obj in watch.refs.live(since) if isinstance(obj, cls))
+        return out
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for watch in reversed(self.watches):
+            watch.remove()
+        self.watches.clear()
+        self.scanned.clear()
+        if self in _open:
+            _open.remove(self)
+
+
+_open: List[Census] = []
+
+
+@contextlib.contextmanager
+def scope() -> Iterator[None]:
+    """Every census opened inside is closed on the way out, whatever happened."""
+    before = len(_open)
+    try:
+        yield
+    finally:
+        for census in list(_open[before:]):
+            census.close()
 
 
 _slot_cache: "Dict[type, Tuple[str, ...]]" = {}
@@ -58,7 +334,7 @@ def _slot_names(cls: type) -> Tuple[str, ...]:
 
 
 def _compute_slot_names(cls: type) -> Tuple[str, ...]:
-    names = []
+    names: List[str] = []
     for klass in cls.__mro__:
         slots = klass.__dict__.get("__slots__", ())
         if isinstance(slots, str):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from . import factories, instances
+from . import factories, instances, loops, typeslots
 from .plan import MISSING
 
 HOOK = "__dynupdate_transfer__"
@@ -61,8 +61,10 @@ class _Marks:
 class LazyClass:
     """The lazy-transfer state of one updated class."""
 
-    def __init__(self, cls: type, expected: int) -> None:
+    def __init__(self, cls: type, expected: int, decided: Optional[List[Any]] = None) -> None:
         self.cls = cls
+        #: the instance set decided at the safe point, weakly (None: ask the factory or the heap)
+        self._decided = None if decided is None else _weak_list(decided)
         self.done = _Marks()
         self.fresh = _Marks()
         self.lock = threading.RLock()
@@ -72,6 +74,7 @@ class LazyClass:
         self.failures = 0
         self.last_error: Optional[str] = None
         self._saved: Dict[str, Any] = {}
+        self._new_hook: Optional[typeslots.NewHook] = None
 
     def is_pending(self, obj: Any) -> bool:
         return obj not in self.done and obj not in self.fresh
@@ -84,8 +87,8 @@ class LazyClass:
             if _active.get(self.cls) is not self:
                 return  # detached by a rollback while this thread waited: nothing to transfer
             self._transfer(obj)
-        if self.remaining <= 0:
-            maybe_close(self)
+        if self.remaining <= 0:  # the exact check may scan the heap: never on an event-loop thread
+            loops.off_loop(maybe_close, self)
 
     def _transfer(self, obj: Any) -> None:
         state = instances.state_of(obj)
@@ -108,10 +111,10 @@ class LazyClass:
     # -- the wrappers -----------------------------------------------------
     def install(self) -> None:
         cls, lz = self.cls, self
-        get_orig = cls.__getattribute__
-        set_orig = cls.__setattr__
-        del_orig = cls.__delattr__
-        new_orig = cls.__new__
+        get_orig: Any = cls.__getattribute__
+        set_orig: Any = cls.__setattr__
+        del_orig: Any = cls.__delattr__
+        new_orig, watch = instances.see_through(cls)  # past an update's watch, which goes away
 
         def __getattribute__(self: Any, name: str) -> Any:
             if lz.is_pending(self):
@@ -134,12 +137,16 @@ class LazyClass:
             return obj
 
         for name, value in (("__getattribute__", __getattribute__), ("__setattr__", __setattr__),
-                            ("__delattr__", __delattr__), ("__new__", staticmethod(__new__))):
+                            ("__delattr__", __delattr__)):
             self._saved[name] = cls.__dict__.get(name, MISSING)
             setattr(cls, name, value)
+        self._new_hook = typeslots.NewHook(cls, __new__, replaces=watch)
         _active[cls] = self
 
     def uninstall(self) -> None:
+        if self._new_hook is not None:
+            self._new_hook.remove()
+            self._new_hook = None
         for name, value in reversed(list(self._saved.items())):
             if value is MISSING:
                 if name in self.cls.__dict__:
@@ -151,6 +158,9 @@ class LazyClass:
             del _active[self.cls]
 
     def live(self) -> List[Any]:
+        if self._decided is not None:
+            weak, strong = self._decided
+            return [obj for obj in (r() for r in weak) if obj is not None] + strong
         return instances.find([self.cls])[self.cls]
 
     def pending(self) -> List[Any]:
@@ -199,8 +209,28 @@ def finalize_all() -> int:
     return done
 
 
-def start(cls: type, expected: int) -> LazyClass:
-    lz = LazyClass(cls, expected)
+def _weak_list(objs: List[Any]) -> Tuple[List[Any], List[Any]]:
+    weak, strong = [], []
+    ref = weakref.ref
+    for obj in objs:
+        try:
+            weak.append(ref(obj))
+        except TypeError:
+            strong.append(obj)
+    return weak, strong
+
+
+def start(cls: type, expected: int, decided: Optional[List[Any]] = None,
+          fresh: Optional[List[Any]] = None) -> LazyClass:
+    """Mark the instances of `cls` for lazy transfer.
+
+    `decided`: the instance set decided at the safe point (kept weakly, so
+    finding the pending ones never scans the heap again); `fresh`: instances
+    created after that decision, which belong to the new version.
+    """
+    lz = LazyClass(cls, expected, decided)
+    for obj in fresh or ():
+        lz.fresh.add(obj)
     lz.install()
     return lz
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import types
 from typing import Any, Dict, List, Optional
 
+from .forward import FORWARD, forwarder_code
+
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 _FN_FIELDS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__", "__name__",
@@ -85,6 +87,36 @@ class UpdateFunction(Op):
 
     def __repr__(self) -> str:
         return f"update {self.fn.__qualname__}"
+
+
+class ForwardFunction(Op):
+    """Make a replaced function object run its replacement (see forward.py).
+
+    The old object stays where references hold it (bound methods, tuples,
+    callbacks, `__wrapped__`, calls parked by the mediator); its code becomes
+    a forwarder of the same closure shape, so each of them runs the new code.
+    """
+
+    def __init__(self, fn: types.FunctionType, target: Any) -> None:
+        self.fn = fn
+        self.target = target
+        self.before = fn.__code__  # taken at prepare, before the mediator interposes
+        self.before_target = fn.__dict__.get(FORWARD, MISSING)
+        self.forwarder = forwarder_code(fn)
+
+    def apply(self) -> None:
+        self.fn.__dict__[FORWARD] = self.target
+        self.fn.__code__ = self.forwarder
+
+    def undo(self) -> None:
+        self.fn.__code__ = self.before
+        if self.before_target is MISSING:
+            self.fn.__dict__.pop(FORWARD, None)
+        else:
+            self.fn.__dict__[FORWARD] = self.before_target
+
+    def __repr__(self) -> str:
+        return f"forward {self.fn.__qualname__} to its replacement"
 
 
 class SetAttr(Op):

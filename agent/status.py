@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
-from . import factories, generations, history
+from . import factories, generations, history, probes
 
 
 def _pending(cls: type) -> int:
@@ -26,11 +26,13 @@ def status(agent: Dict[str, Any]) -> Dict[str, Any]:
         "generation": generations.current(),
         "update": transaction.status(),
         "threads": generations.snapshot(),
+        "tasks": generations.task_summary(),
         "factories": [
             {"class": f"{cls.__module__}.{cls.__qualname__}", "instances": len(instances),
              "pending": _pending(cls)}
             for cls, instances in factories.factories().items()
         ],
+        "probes": probes.active(),
         "agent": {
             "version": agent["agent_version"],
             "protocol": agent["protocol_version"],

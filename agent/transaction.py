@@ -135,8 +135,6 @@ class Transaction:
         #: ("instances", class, total, hook name, index of its first entry in transfers.saved),
         #: ("module", module, hook name) or ("text", description)
         self.working_on: Tuple[Any, ...] = ("text", "")
-        #: tracked-instance counts of updatable classes at prepare time
-        self.tracked: Dict[type, int] = {}
 
     # -- progress -----------------------------------------------------------------
     @property
@@ -215,9 +213,14 @@ class Transaction:
         mediator = self.mediator
 
         def work() -> Any:
+            ident = threading.get_ident()
             if mediator is not None:
-                mediator.allow(threading.get_ident())
-            return fn()
+                mediator.allow(ident)
+            try:
+                return fn()
+            finally:  # thread idents are reused: a request thread must never inherit the pass
+                if mediator is not None:
+                    mediator.disallow(ident)
 
         job = watchdog.Job(work, lambda: self.describe_work(where))
         self._jobs.append(job)

@@ -19,7 +19,8 @@ import threading
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, signing, transaction, watchdog, wire
+from . import (callers, diff, factories, forking, generations, history, instances, lazy, probes, refusals,
+               rehearsal, report, signing, sources, transaction, veto, watchdog, wire)
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
 from .plan import UpdateFunction
@@ -62,37 +63,12 @@ def _hook_timeout(request: Dict[str, Any]) -> float:
     return value
 
 
-def _validate_bundle(bundle: Any, signing_key: Optional[bytes]) -> Dict[str, Any]:
-    _check_type(bundle, dict, "bundle")
-    for key in ("name", "version", "manifest"):
-        _check_type(bundle.get(key), str, f"bundle.{key}")
-    _check_type(bundle.get("requires"), str, "bundle.requires", optional=True)
-    _check_type(bundle.get("lazy", False), bool, "bundle.lazy")
-    modules = _check_type(bundle.get("modules"), list, "bundle.modules")
-    if not modules:
-        raise UpdateError("BadRequest", "bundle.modules is empty")
-    names = [m.get("name") if isinstance(m, dict) else None for m in modules]
-    if len(set(map(repr, names))) != len(names):
-        raise UpdateError("BadRequest", "bundle.modules names a module twice")
-    for i, mod in enumerate(modules):
-        _check_type(mod, dict, f"bundle.modules[{i}]")
-        for key in ("name", "source", "sha256"):
-            _check_type(mod.get(key), str, f"bundle.modules[{i}].{key}")
-        _check_type(mod.get("file", ""), str, f"bundle.modules[{i}].file")
-        actual = signing.digest(mod["source"].encode("utf-8"))
-        if actual != mod["sha256"]:
-            raise UpdateError("DigestMismatch", f"module {mod['name']!r}: sha256 of the received source is "
-                              f"{actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was altered "
-                              f"in transit or on disk. Nothing was changed.")
-    if signing_key is not None:
-        digests = {m["name"]: m["sha256"] for m in modules}
-        if bundle.get("signature") is None:
-            raise UpdateError("SignatureError", "this process only accepts signed bundles; "
-                              "sign with `dynupdate apply --key-file KEY`")
-        if not signing.verify(signing_key, bundle["manifest"], digests, bundle.get("signature"),
-                              fields=signing.bundle_fields(bundle)):
-            raise UpdateError("SignatureError", "the bundle's signature does not match this process's key")
-    return bundle
+def _validate_bundle(request: Dict[str, Any], signing_key: Optional[bytes]) -> Dict[str, Any]:
+    """The request's bundle, checked against the one schema (agent/wire.py) and this process's key."""
+    try:
+        return signing.checked_bundle(request, signing_key)
+    except wire.RequestError as exc:
+        raise UpdateError(exc.kind, exc.message) from None
 
 
 # --- the safe point ----------------------------------------------------------------
@@ -103,8 +79,10 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     generation = generations.advance()
     codes = {fn.__code__ for fn in mediated}
     point = SafePoint(codes, module_dicts, generation)
-    mediator = Mediator(point.in_flight, deadline=tx.mediator_deadline(timeout))
+    mediator = Mediator(point.in_flight, on_release=point.resume_loops, confirm=point.check_loops,
+                        deadline=tx.mediator_deadline(timeout))
     mediator.install(mediated)
+    forking.track(mediator)  # a fork from now on must not take the mediator along
     tx.phase("safepoint", "waiting for a safe point")
 
     def tick(blocking: Dict[str, List[str]], elapsed: float) -> None:
@@ -119,6 +97,7 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
             raise UpdateError("SafePointTimeout", f"no safe point within {timeout:g}s; still running the old code: "
                               f"{names}. The {tx.action} was abandoned; held calls continued on the old code.")
         tx.require_client("the safe-point wait")
+        forking.enter_critical(tx)  # forks wait for the swap/transfer until forking.leave()
     except BaseException:
         mediator.release()
         raise
@@ -171,19 +150,34 @@ class _Undo:
 
 
 def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> Dict[str, Any]:
-    bundle = _validate_bundle(request.get("bundle"), key)
+    bundle = _validate_bundle(request, key)
     timeout = _timeout(request)
     hook_timeout = _hook_timeout(request)
+    allow_stdlib = bool(_check_type(request.get("allow_stdlib", False), bool, "allow_stdlib"))
+    refused = refusals.first_refusal([m["name"] for m in bundle["modules"]], allow_stdlib)
+    if refused is not None:
+        raise UpdateError("RefusedModule", refused)
     lazy_flag = _check_type(request.get("lazy"), bool, "lazy", optional=True)
     dry_run = bool(_check_type(request.get("dry_run", False), bool, "dry_run"))
     previous = history.current_version()
     phases: Dict[str, float] = {}
     tx = Transaction(peer, phases, action="apply", label=bundle["name"], previous=previous,
                      hook_timeout=hook_timeout)
-    result = {"pid": os.getpid(), "previous_version": previous, "version": previous, "phases": phases}
+    result: Dict[str, Any] = {"pid": os.getpid(), "previous_version": previous, "version": previous,
+                              "phases": phases}
     if bundle.get("requires") is not None and bundle["requires"] != previous:
         raise UpdateError("RequirementNotMet", f"bundle {bundle['name']!r} requires version {bundle['requires']!r}, "
                           f"but the process runs {previous!r}; nothing was changed")
+    rehearse = _check_type(request.get("rehearse"), str, "rehearse", optional=True)
+    if rehearse is not None:
+        if rehearse not in ("first", "only"):
+            raise UpdateError("BadRequest", f"rehearse must be 'first' or 'only', got {rehearse!r}")
+        result["rehearsal"] = _rehearse(tx, request, timeout + 2 * hook_timeout)
+        if rehearse == "only":
+            tx.finish_phase()
+            result.update(ok=True, rehearsal_only=True, planned_version=bundle["version"],
+                          updated=result["rehearsal"]["result"].get("updated"), warnings=[])
+            return result
     with transaction.current(tx):
         tx.send(wire.progress("prepare", message=f"preparing {len(bundle['modules'])} module(s)"))
         modules = tx.run_user_code(lambda: _prepare_modules(tx, bundle), "the new module bodies")
@@ -192,9 +186,7 @@ def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> 
         if pending:
             verb = "will first complete" if dry_run else "completed"
             warnings.append(f"{verb} {pending} pending lazy transfer(s) of the previous update first")
-        transfers = _plan_transfers(modules, bundle, lazy_flag)
-        tx.tracked = {cls: factories.count(cls) for cls, _, _, is_lazy in transfers
-                      if factories.is_updatable(cls) and not is_lazy}
+        census, transfers = _plan_transfers(modules, bundle, lazy_flag)
         updated = {
             "functions": sum(mp.functions for mp in modules),
             "classes": sum(len(mp.classes) for mp in modules),
@@ -204,25 +196,57 @@ def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> 
             "new_modules": [mp.name for mp in modules if mp.installed_new],
         }
         result.update(updated=updated, warnings=warnings)
+        report.annotate(result, bundle, modules)  # warnings + plan summary; refuses unfindable modules
         if dry_run:
+            _check_veto(tx, modules)
             tx.finish_phase()
             result.update(ok=True, dry_run=True, planned_version=bundle["version"],
+                          callers_at_risk=callers.at_risk(modules),
                           plan=[repr(op) for mp in modules for op in mp.plan.ops][:500])
             return result
         mediated = [fn for mp in modules for fn in mp.mediated]
         module_dicts = [vars(mp.module) for mp in modules if mp.module is not None]
         mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)
         with tx.swap_window(mediator):
+            _check_veto(tx, modules)
             finder = _swap(tx, modules)
             mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
                                          [pair.live for mp in modules for pair in mp.classes]))
-            _transfer(tx, modules, transfers)
+            updated["instances"] = _transfer(tx, modules, transfers, census)
             tx.ready_to_commit("the state transfer")
+            mediator.confirm()
             history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
                                        summary=dict(updated), undo=_Undo(modules, finder)))
         tx.finish_phase()
     result.update(ok=True, version=bundle["version"])
     return result
+
+
+def _rehearse(tx: Transaction, request: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """Run the whole update on a forked copy first; refuse the real one if the copy failed."""
+    from . import runtime  # the runtime's fork (no agent in the copy); imported here: runtime imports us
+
+    tx.send(wire.progress("rehearsal", message="rehearsing the update on a forked copy of the process"))
+    child_request = {k: v for k, v in request.items() if k != "rehearse"}
+    # the copy gets the safe-point and hook timeouts plus room for its transfers, then it is killed
+    outcome = rehearsal.rehearse(child_request, timeout + 30.0, _apply, rehearsal.describe_error, runtime.fork_copy)
+    tx.send(wire.progress("rehearsal", message="rehearsal done", done_phase="rehearsal"))
+    if not outcome.get("ok"):
+        error = outcome.get("error") or {}
+        raise UpdateError("RehearsalFailed", f"the rehearsal on a forked copy failed, so the process itself was "
+                          f"not touched: {error.get('type')}: {error.get('message')}", error.get("traceback", ""))
+    result = outcome.get("result") or {}
+    return {"ok": True, "seconds": outcome.get("seconds"), "phases": result.get("phases"),
+            "result": {"updated": result.get("updated"), "warnings": result.get("warnings")}}
+
+
+def _check_veto(tx: Transaction, modules: List[diff.ModulePlan]) -> None:
+    """Run the bundle's `__dynupdate_check__` hooks (old code still live); a veto changes nothing."""
+    tx.working_on = ("text", "the bundle's __dynupdate_check__ hooks")
+    try:
+        tx.run_user_code(functools.partial(veto.check, modules), "the bundle's __dynupdate_check__ hooks")
+    except veto.Vetoed as exc:
+        raise UpdateError("Vetoed", f"{exc}; nothing was changed", exc.tb) from None
 
 
 def _prepare_modules(tx: Transaction, bundle: Dict[str, Any]) -> List[diff.ModulePlan]:
@@ -295,24 +319,23 @@ def _name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any],
-                    lazy_flag: Optional[bool]) -> List[Tuple[type, List[Any], int, bool]]:
-    """(live class, instances, count, lazy?) for every updated class with a transfer hook.
+def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any], lazy_flag: Optional[bool]
+                    ) -> Tuple[instances.Census, List[Tuple[type, List[Any], int, bool]]]:
+    """(live class, [], count at prepare, lazy?) for every updated class with a transfer hook,
+    and the census that decides their instance sets at the safe point (`_transfer`).
 
-    Lazy transfers of `updatable` classes only need a count, so they never walk
-    the instance list (the work, and the GC pressure, would otherwise grow with N).
+    The census also covers classes the patch makes `updatable` (their factory is
+    seeded with the instances that exist). It is closed when the request ends.
     """
     out: List[Tuple[type, List[Any], int, bool]] = []
     for mp in modules:
         for pair in (p for p in mp.classes if diff.TRANSFER in vars(p.new)):
             default = bundle.get("lazy", False)  # optional in a request: a missing key is not an error
             is_lazy = lazy_flag if lazy_flag is not None else bool(vars(pair.new).get(diff.LAZY, default))
-            if is_lazy and factories.is_updatable(pair.live):
-                out.append((pair.live, [], factories.count(pair.live), True))
-            else:
-                objs = instances.find([pair.live])[pair.live]
-                out.append((pair.live, objs, len(objs), is_lazy))
-    return out
+            out.append((pair.live, [], 0, is_lazy))
+    census = instances.Census([cls for cls, _, _, _ in out] + [cls for mp in modules for cls in mp.new_factories])
+    counts = census.prepare()
+    return census, [(cls, objs, counts[cls], is_lazy) for cls, objs, _, is_lazy in out]
 
 
 def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFinder]:
@@ -333,9 +356,6 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
         op = InstallFinder(finder)
         tx.extra_ops.append(op)
         op.apply()
-    for mp in modules:
-        for cls in mp.new_factories:
-            factories.updatable(cls)
     return finder
 
 
@@ -348,20 +368,36 @@ def _no_progress(done: int, total: int) -> None:
 
 
 def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
-              transfers: List[Tuple[type, List[Any], int, bool]]) -> None:
-    tracked = tx.tracked
-    total = sum(count for _, _, count, is_lazy in transfers if not is_lazy)
+              transfers: List[Tuple[type, List[Any], int, bool]], census: instances.Census) -> int:
+    """Decide the instance sets (the safe point is reached), transfer; returns the instance count.
+
+    The hooks (per instance, then module level) run on a hook worker under the hook deadline.
+    """
+    decided = census.decide([cls for cls, _, _, is_lazy in transfers
+                             if not (is_lazy and factories.is_updatable(cls))])
+    for cls in {cls: None for mp in modules for cls in mp.new_factories}:
+        op = factories.Register(cls, functools.partial(census.known, cls))
+        tx.extra_ops.append(op)
+        op.apply()
+    total = sum(len(decided[cls]) for cls, _, _, is_lazy in transfers if not is_lazy)
     tx.phase("transfer", f"transferring state of {total} instance(s)")
+    counted = total
     for cls, _, count, is_lazy in transfers:
-        if is_lazy:
+        if not is_lazy:
+            continue
+        if cls in decided:
+            count = len(decided[cls])
+            tx.lazy_started.append(lazy.start(cls, count, decided[cls], census.created_since_decided(cls)))
+        else:
+            count = factories.count(cls)
             tx.lazy_started.append(lazy.start(cls, count))
+        counted += count
 
     def work() -> None:
-        for cls, objs, count, is_lazy in transfers:
+        for cls, _, _, is_lazy in transfers:
             if is_lazy:
                 continue
-            if factories.is_updatable(cls) and factories.count(cls) != tracked.get(cls, -1):
-                objs[:] = instances.find([cls])[cls]  # instances were created since prepare
+            objs = decided[cls]
             base = len(tx.transfers.saved)
             tx.working_on = ("instances", cls, len(objs), diff.TRANSFER, base)
             try:
@@ -386,6 +422,7 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
 
     tx.run_user_code(work, "the state transfer")
     tx.send(wire.progress("transfer", done=total, total=total))
+    return counted
 
 
 # --- rollback ------------------------------------------------------------------
@@ -437,6 +474,7 @@ def _rollback(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) 
             for i, entry in enumerate(steps):  # lazily pending instances skip only the newest revert
                 updated["instances"] += _undo_entry(tx, entry.undo, pending_ids if i == 0 else set(), mediator)
             tx.ready_to_commit("the rollback")
+            mediator.confirm()
             for _ in steps:
                 history.pop()
         tx.finish_phase()
@@ -539,14 +577,19 @@ def _handle(work: Work, request: Dict[str, Any], peer: Peer, key: Optional[bytes
     if not _busy.acquire(blocking=False):
         return _refusal() or {}
     try:
-        return work(request, peer, key)
+        with instances.scope(), probes.detached():  # no census watch outlives the request; probes follow
+            reply = work(request, peer, key)        # their targets to the new code afterwards
+        sources.settle(keep=bool(reply.get("ok")) and not reply.get("dry_run"))
+        return reply
     except Exception as exc:
+        sources.settle(keep=False)  # a failed update's sources leave linecache with it
         if not isinstance(exc, UpdateError):
             exc = _fail(type(exc).__name__, f"{type(exc).__name__}: {exc}; nothing was changed", exc)
         current = history.current_version()
         return wire.error_reply(exc.kind, exc.message, exc.tb, pid=os.getpid(), version=current,
                                 previous_version=current)
     finally:
+        forking.leave()
         _busy.release()
 
 

@@ -60,6 +60,21 @@ def check_process(pid: int) -> None:
     if not _looks_like_python(pid, name, exe):
         raise errors.NotPython(f"pid {pid} ({name}) is not a Python process",
                                hint="`dynupdate ps` lists the Python processes you can update")
+    check_version(pid)
+
+
+def check_version(pid: int) -> None:
+    """Refuse a target on a CPython the agent cannot run on (< 3.9), from /proc only, before any injection."""
+    from . import inject
+
+    try:
+        inject.check_target(pid)
+    except inject.InjectionError as exc:
+        if exc.reason == "unsupported-python":
+            raise errors.UnsupportedPython(str(exc), hint="upgrade the target's interpreter, or restart it under "
+                                           f"CPython >= {inject.MIN_PYTHON[0]}.{inject.MIN_PYTHON[1]}") from None
+        if exc.reason != "permission":  # may still reach an agent it started itself; connect decides
+            raise _map_injection_error(pid, exc) from None
 
 
 def _looks_like_python(pid: int, name: str, exe: str) -> bool:
@@ -118,6 +133,7 @@ def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:
         "permission": errors.AccessDenied,
         "no-process": errors.NoSuchProcess,
         "not-python": errors.NotPython,
+        "unsupported-python": errors.UnsupportedPython,
     }.get(reason, errors.InjectionFailed)
     return cls(f"could not inject the agent into pid {pid}: {exc}",
                hint="start the program with `dynupdate run` instead, or see README: Troubleshooting")

@@ -6,6 +6,7 @@ Exit codes (a published contract, see README):
   2 usage error or invalid input, detected before contacting the target
   3 target unreachable (no such process, not Python, permission, gdb, injection)
   4 no safe point was reached within --timeout; the target is unchanged
+  130 interrupted (Ctrl-C); the message says whether the target is unchanged
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ class AccessDenied(TargetUnreachable):
     pass
 
 
+class UnsupportedPython(TargetUnreachable):
+    """The target runs a CPython older than the agent supports; found from /proc before any injection."""
+
+
 class GdbMissing(TargetUnreachable):
     pass
 
@@ -104,6 +109,12 @@ class SafePointTimeout(RemoteError):
     exit_code = 4
 
 
+class Interrupted(DynupdateError):
+    """Ctrl-C: the update was abandoned before it landed (the target is unchanged) or the outcome is unknown."""
+
+    exit_code = 130
+
+
 _REMOTE_TYPES = {"Busy": Busy, "SafePointTimeout": SafePointTimeout, "HookStuck": HookStuck,
                  "HookTimeout": HookTimeout, "UndoFailed": UndoFailed}
 
@@ -114,3 +125,7 @@ def from_remote(error: Dict[str, Any], result: Optional[Dict[str, Any]] = None) 
     cls = _REMOTE_TYPES.get(kind, RemoteError)
     message = str(error.get("message", "the target reported an error"))
     return cls(f"{kind}: {message}" if cls is RemoteError else message, remote=dict(error), result=result)
+
+
+class BuildNeedsAction(DynupdateError):
+    """`build --strict`: the compatibility report lists items that need the author's action (exit 1)."""

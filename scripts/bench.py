@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_asyncio  # noqa: E402
 import bench_support as bs  # noqa: E402
 
 from dynupdate.bundle import load_bundle  # noqa: E402
@@ -537,10 +538,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for BENCHMARKS.md)")
     parser.add_argument("--plot", metavar="PNG", help="draw pause vs N into this file (needs matplotlib)")
     parser.add_argument("--save", metavar="JSON", help="also write the JSON result to this file")
-    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,cli,attach,load,peers")
+    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,cli,attach,load,peers,asyncio")
     args = parser.parse_args(argv)
     quick = args.quick
-    sections = set((args.only or "micro,pause,cli,attach,load,peers").split(","))
+    sections = set((args.only or "micro,pause,cli,attach,load,peers,asyncio").split(","))
     started = time.perf_counter()
     result: Dict[str, Any] = {"quick": quick, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="dynupdate-bench-") as tmpdir:
@@ -563,6 +564,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             result.update(bench_load(tmp, 1.0 if quick else 2.5))
         if "peers" in sections:
             result.update(bench_peers(tmp, 1 if quick else 3))
+        if "asyncio" in sections:  # issue 11: scripts/bench_asyncio.py
+            result.update(bench_asyncio.run(tmp, quick))
     result["took_s"] = time.perf_counter() - started
     result["goals"] = {name: status for name, _, status in goals(result)}
     if args.plot:

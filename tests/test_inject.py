@@ -6,9 +6,9 @@ line to a marker file, so "ran exactly once" is checked from outside.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
+import re
 import select
 import shutil
 import socket
@@ -25,20 +25,7 @@ TARGETS = os.path.join(HERE, "targets")
 ROOT = os.path.dirname(HERE)
 
 
-def _load_inject():
-    """dynupdate.inject, imported by path when the package __init__ is not there yet."""
-    try:
-        from dynupdate import inject  # type: ignore
-        return inject
-    except ImportError:
-        spec = importlib.util.spec_from_file_location("dynupdate_inject_under_test",
-                                                      os.path.join(ROOT, "dynupdate", "inject.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-
-inj = _load_inject()
+from dynupdate import inject as inj  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
 
@@ -291,7 +278,12 @@ def _gdb_in_call(injector_pid: int) -> bool:
         except psutil.NoSuchProcess:
             continue
         if cmd and os.path.basename(cmd[0]) == "gdb" and "-x" in cmd:
-            phase = os.path.join(os.path.dirname(cmd[cmd.index("-x") + 1]), "phase")
+            try:
+                with open(f"/proc/{child.pid}/environ", "rb") as fh:
+                    env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+            except OSError:
+                return False
+            phase = os.path.join(os.path.dirname(env.get(b"DYNUPDATE_INJECT_CONFIG", b"").decode()), "phase")
             try:
                 with open(phase) as fh:
                     return fh.read() == "call"
@@ -308,10 +300,8 @@ def test_injector_killed_mid_call_leaves_target_intact(tmp_path):
     env = dict(os.environ, INJ_GIL_N="25")
     target = Target([sys.executable, os.path.join(TARGETS, "inj_gil.py"), str(tmp_path)], ready_timeout=30, env=env)
     injector = subprocess.Popen([sys.executable, "-c", (
-        "import sys, importlib.util; spec = importlib.util.spec_from_file_location('i', sys.argv[1]); "
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-        "m.inject(int(sys.argv[2]), sys.argv[3], timeout=60)"),
-        os.path.join(ROOT, "dynupdate", "inject.py"), str(target.pid), marker_code(marker)])
+        "import sys; from dynupdate import inject; inject.inject(int(sys.argv[1]), sys.argv[2], timeout=60)"),
+        str(target.pid), marker_code(marker)])
     try:
         in_call = wait_for(lambda: _gdb_in_call(injector.pid), 20)
         gdbs = psutil.Process(injector.pid).children()
@@ -347,5 +337,27 @@ def test_short_timeout_while_gil_is_held(tmp_path):
         open(str(tmp_path / "stop"), "w").close()
         assert target.wait_exit(30) == 0
         assert marker_lines(marker) <= 1
+    finally:
+        target.close()
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN_PY), reason="no Debian python3.11")
+def test_stripped_cpu_bound_twenty_injections_without_a_miss(tmp_path, caplog):
+    """Issue #8 item 7: a CPU-bound -S stripped interpreter whose main thread is often caught in a
+    short system call; the injector samples again until it finds a moment, 20 times in a row."""
+    caplog.set_level(logging.DEBUG, logger="dynupdate.inject.driver")
+    marker = str(tmp_path / "marker")
+    target = Target([DEBIAN_PY, "-S", os.path.join(TARGETS, "inj_cpu.py"), str(tmp_path), "spin", "2"])
+    try:
+        assert progresses(str(tmp_path / "progress-0"))
+        for i in range(20):
+            inj.inject(target.pid, marker_code(marker), timeout=20)
+            assert marker_lines(marker) == i + 1
+        assert progresses(str(tmp_path / "progress-0")) and progresses(str(tmp_path / "progress-1"))
+        open(str(tmp_path / "stop"), "w").close()
+        assert target.wait_exit(15) == 0
+        assert marker_lines(marker) == 20
+        samples = [int(m) for m in re.findall(r'"samples": (\d+)', caplog.text)]
+        print("samples per injection:", samples)
     finally:
         target.close()

@@ -1,0 +1,289 @@
+"""The program gdb runs (``gdb -x gdb_program.py``) to run a few lines of Python in a target thread.
+
+Executed by gdb's embedded Python (gdb's own interpreter, >= 3.6), never
+imported by dynupdate itself. Its settings come from the JSON file named by
+``DYNUPDATE_INJECT_CONFIG`` (written by driver.py); it writes its outcome as
+JSON to the config's ``result`` path, after it has detached.
+
+Steps, and why in this order:
+
+1. **Symbols before the stop.** gdb starts unattached, loads the target's
+   executable and the libraries it maps (libpython with its DWARF stripped
+   when the driver could, see symbols.py) at their load addresses, and turns
+   off its own shared-library reading. Attaching then costs little more than
+   the ptrace stops, so the target is frozen for milliseconds, not for the
+   whole session (issue #14: 0.5-0.75 s before).
+2. **Sample, and look again.** Attach, classify every thread (threads.py). If
+   no thread is at a safe point now (e.g. a CPU-bound main thread caught in
+   a short system call), detach, let the target run a little and sample
+   again, until the deadline. Each sample stops the target only for the
+   classification.
+3. **One call sequence under a lock.** The driver may terminate gdb only
+   while it can take the lock file that this program holds around the
+   inferior calls, so gdb is never killed inside a call.
+"""
+import fcntl
+import importlib.util
+import json
+import os
+import time
+
+import gdb  # type: ignore[import-not-found]  # only exists inside gdb
+
+CFG = json.load(open(os.environ["DYNUPDATE_INJECT_CONFIG"]))
+RESULT = {"ok": False, "reason": "failed", "message": "gdb program did not finish", "threads": [],
+          "samples": 0, "stops_ms": [], "ms": {}}
+_T0 = time.monotonic()
+
+
+def mark(name):
+    """Record when a step ended (ms since gdb started the program), for diagnostics and the benchmark."""
+    RESULT["ms"][name] = round((time.monotonic() - _T0) * 1e3, 1)
+
+_spec = importlib.util.spec_from_file_location("dynupdate_inject_threads", CFG["threads_module"])
+threads = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(threads)
+
+SYMBOLS = ("PyGILState_Ensure", "PyGILState_Release", "PyRun_SimpleStringFlags", "PyRun_SimpleString",
+           "Py_AddPendingCall", "mmap", "munmap")
+
+
+class Failure(Exception):
+    """Ends the program with RESULT's reason and message."""
+
+    def __init__(self, reason, message):
+        Exception.__init__(self, message)
+        self.reason = reason
+
+
+def phase(text):
+    """Tell the driver (and tests) where we are; best effort."""
+    try:
+        with open(CFG["phase"], "w") as fh:
+            fh.write(text)
+    except OSError:
+        pass
+
+
+def quiet(command):
+    try:
+        gdb.execute(command, to_string=True)
+        return True
+    except gdb.error:
+        return False
+
+
+def preload_symbols():
+    """Load the target's symbol files at their load addresses before attaching (step 1).
+
+    Any failure falls back to gdb's own shared-library reading at attach
+    (slower stop, same result).
+    """
+    plan = CFG.get("symbols")
+    if not plan:
+        return False
+    try:
+        gdb.execute("file %s" % plan["exe"], to_string=True)
+        for path, base in plan["libs"]:
+            gdb.execute("add-symbol-file %s -o %d" % (path, base), to_string=True)
+        gdb.execute("set auto-solib-add off", to_string=True)
+        return True
+    except gdb.error as exc:
+        RESULT["symbols_error"] = str(exc)[:300]
+        quiet("symbol-file")
+        quiet("set auto-solib-add on")
+        return False
+
+
+def attach(pid):
+    """Attach (stopping the target); returns the monotonic time of the stop."""
+    start = time.monotonic()
+    try:
+        gdb.execute("attach %d" % pid, to_string=True)
+    except gdb.error as exc:
+        text = str(exc)
+        if "not permitted" in text:
+            raise Failure("permission", "gdb may not ptrace pid %d: %s" % (pid, text))
+        if "No such process" in text or "no such process" in text:
+            raise Failure("no-process", "pid %d went away during injection" % pid)
+        raise Failure("failed", "gdb could not attach: %s" % text)
+    if gdb.selected_inferior().pid == 0:
+        raise Failure("failed", "gdb could not attach")
+    return start
+
+
+def detach(stopped_at):
+    quiet("detach")
+    RESULT["stops_ms"].append(round((time.monotonic() - stopped_at) * 1e3, 1))
+
+
+def check_symbols():
+    for sym in SYMBOLS:
+        try:
+            gdb.parse_and_eval("(long)&" + sym)
+        except gdb.error:
+            raise Failure("not-python" if sym.startswith("Py") else "failed",
+                          "symbol %s not found in the target" % sym)
+
+
+def in_syscall(frame):
+    """True when the thread sits right after a syscall instruction (x86-64 / aarch64)."""
+    try:
+        arch = frame.architecture().name()
+        pc = int(frame.pc())
+        mem = gdb.selected_inferior()
+        if "x86-64" in arch:
+            return bytes(mem.read_memory(pc - 2, 2)) == b"\x0f\x05"
+        if "aarch64" in arch:
+            return bytes(mem.read_memory(pc - 4, 4)) == b"\x01\x00\x00\xd4"
+    except Exception:
+        pass
+    return False
+
+
+def backtrace(thread):
+    """(frame names innermost first, whether the innermost frame sits on a syscall)."""
+    thread.switch()
+    names = []
+    first = None
+    try:
+        frame = gdb.newest_frame()
+        first = frame
+        while frame is not None and len(names) < 256:
+            names.append(frame.name() or "??")
+            frame = frame.older()
+    except gdb.error:
+        pass
+    return names, first is not None and in_syscall(first)
+
+
+def sample(inferior):
+    """[(lwp, state, names)] for every thread, and the gdb thread objects by lwp."""
+    states, by_lwp = [], {}
+    for thread in sorted(inferior.threads(), key=lambda t: t.num):
+        names, syscall = backtrace(thread)
+        lwp = thread.ptid[1]
+        by_lwp[lwp] = thread
+        states.append((lwp, threads.classify_names(names, syscall), names))
+    RESULT["threads"] = [{"lwp": lwp, "state": state, "frames": names[:12]} for lwp, state, names in states]
+    return states, by_lwp
+
+
+def call(expr):
+    return int(gdb.parse_and_eval(expr))
+
+
+def write_page(src):
+    """Copy src (NUL-terminated) into a fresh page of the target (mmap takes no lock)."""
+    size = (len(src) + 1 + 4095) // 4096 * 4096
+    addr = call("(long)((void *(*)(void *, unsigned long, int, int, int, long))mmap)"
+                "((void *)0, %d, 3, 0x22, -1, 0)" % size)
+    if addr in (-1, 0) or -4096 < addr < 0:
+        raise RuntimeError("mmap in the target failed (%d)" % addr)
+    gdb.selected_inferior().write_memory(addr, src + b"\0")
+    return addr, size
+
+
+def run_sync(thread, src):
+    """Ensure / run / release in a thread blocked with the GIL released."""
+    thread.switch()
+    addr, size = write_page(src)
+    state = call("(int)((int (*)(void))PyGILState_Ensure)()")
+    try:
+        rc = call("(int)((int (*)(const char *, void *))PyRun_SimpleStringFlags)((const char *)%d, (void *)0)"
+                  % addr)
+    finally:
+        call("(int)(((void (*)(int))PyGILState_Release)(%d), 0)" % state)
+    call("(int)((int (*)(void *, unsigned long))munmap)((void *)%d, %d)" % (addr, size))
+    return rc
+
+
+def run_pending(thread, src):
+    """Queue the code for the main thread with Py_AddPendingCall (no GIL taken here)."""
+    thread.switch()
+    addr, _ = write_page(src)
+    return call("(int)((int (*)(void *, void *))Py_AddPendingCall)((void *)&PyRun_SimpleString, (void *)%d)"
+                % addr)
+
+
+def run_call(mode, thread, deadline):
+    """The inferior call sequence, under the lock the driver checks before it kills gdb."""
+    lock = open(CFG["lock"], "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        if time.monotonic() > deadline - CFG["margin"]:
+            raise Failure("timeout", "out of time before running the code")
+        phase("call")
+        src = CFG["source"].encode("utf-8")
+        rc = run_sync(thread, src) if mode == "sync" else run_pending(thread, src)
+        phase("called")
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    if rc != 0:
+        raise Failure("failed", "%s returned %d" % (
+            "PyRun_SimpleStringFlags" if mode == "sync" else "Py_AddPendingCall", rc))
+
+
+def main():
+    pid, deadline = CFG["pid"], CFG["deadline"]
+    RESULT["preloaded"] = preload_symbols()
+    mark("preloaded")
+    pause = CFG.get("resample_s", 0.02)
+    checked = False
+    if RESULT["preloaded"]:
+        check_symbols()  # from the preloaded files: no need to stop the target for it
+        checked = True
+    while True:
+        phase("attach")
+        stopped_at = attach(pid)
+        mark("attached")
+        try:
+            if not checked:
+                check_symbols()
+                checked = True
+                mark("checked")
+            phase("classify")
+            states, by_lwp = sample(gdb.selected_inferior())
+            mark("classified")
+            RESULT["samples"] += 1
+            mode, lwp = threads.choose(states, pid)
+            if mode is not None:
+                RESULT["mode"], RESULT["lwp"] = mode, lwp
+                run_call(mode, by_lwp[lwp], deadline)
+                mark("called")
+                return
+        finally:
+            detach(stopped_at)
+        # No good moment now: let the target run, then look again (step 2).
+        if time.monotonic() + pause > deadline - CFG["margin"]:
+            raise Failure("no-safe-thread", "no thread of the target reached a point where running Python code "
+                          "is safe in %d samples (all wait for locks, or the main thread stays blocked in an "
+                          "unknown system call)" % RESULT["samples"])
+        phase("wait")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.2)
+
+
+try:
+    for command in ("set pagination off", "set confirm off", "set unwindonsignal on",
+                    "set print thread-events off", "set print inferior-events off",
+                    "handle all nostop noprint pass",
+                    "handle SIGSEGV SIGBUS SIGILL SIGFPE SIGABRT stop print nopass"):
+        quiet(command)
+    main()
+    RESULT.update(ok=True, reason=None, message="")
+except Failure as exc:
+    RESULT.update(ok=False, reason=exc.reason, message=str(exc))
+except BaseException as exc:
+    RESULT.update(ok=False, reason="failed", message="gdb: %s" % (exc,))
+finally:
+    if gdb.selected_inferior().pid:
+        quiet("detach")
+    try:
+        with open(CFG["result"] + ".tmp", "w") as fh:
+            json.dump(RESULT, fh)
+        os.rename(CFG["result"] + ".tmp", CFG["result"])
+    except OSError:
+        pass  # the injector gave up and removed its files; gdb detached cleanly anyway
+    phase("detached")
