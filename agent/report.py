@@ -5,9 +5,9 @@ unless the result says so:
 - a bundle module the process has not imported changes nothing now (it is
   installed for a later import), and one that cannot be found at all is most
   likely a typo: it is refused unless the bundle lists it in `new_modules`;
-- a module-level constant whose value changed in the new source keeps its
-  live value (module data is state), unless a module `__dynupdate_transfer__`
-  migrates it.
+- a module-level constant (or a table the new source fills, such as a dict
+  of prices) whose value changed in the new source keeps its live value
+  (module data is state), unless a module `__dynupdate_transfer__` migrates it.
 `annotate()` adds these warnings and a readable plan (`plan_summary`) to the
 apply result. It runs after prepare and before the safe point, so a refusal
 here changes nothing in the process.
@@ -20,8 +20,12 @@ from typing import Any, Dict, List, Optional
 
 from .plan import MISSING, SetAttr, SetCell, SetItem, UpdateFunction
 
-#: values compared old vs new: constants, whose divergence is a likely surprise (containers are state)
+#: values compared old vs new: constants, whose divergence is a likely surprise
 _CONSTANT = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset)
+#: containers are compared only when the new source fills them (a table the author edited); an empty one
+#: in the new source is a state initializer (`_cache = {}`) whose live contents are meant to differ
+_TABLE = (list, dict, set)
+_TABLE_LIMIT = 10000
 _LIST_LIMIT = 200
 
 
@@ -92,7 +96,9 @@ def _kept_constants(modules: List[Any]) -> List[str]:
             if name.startswith("__") and name.endswith("__") or name not in live:
                 continue
             old = live[name]
-            if not isinstance(new, _CONSTANT) and not isinstance(old, _CONSTANT):
+            table = isinstance(new, _TABLE) and 0 < len(new) and (not isinstance(old, _TABLE) or
+                                                                   len(old) <= _TABLE_LIMIT)
+            if not table and not isinstance(new, _CONSTANT) and not isinstance(old, _CONSTANT):
                 continue
             try:
                 same = type(old) is type(new) and bool(old == new)

@@ -8,8 +8,10 @@ disposition is still the default) and we are on the main thread (only it may
 set handlers), `install()` sets a handler that removes the socket, restores
 the default action and re-sends the signal: the process still dies of SIGTERM
 with the same exit status, and a program that installs its own handler later
-simply replaces ours. An agent injected into a running process is not on the
-main thread and leaves signal handling alone; `dynupdate ps` removes the
+simply replaces ours. Only `dynupdate run`'s launcher calls `install()`:
+`dynupdate_agent.start()` never installs signal handlers (a program that
+embeds the agent keeps full control of its signals). An agent injected into
+a running process is not on the main thread and leaves signal handling alone; `dynupdate ps` removes the
 sockets of processes that no longer exist.
 """
 from __future__ import annotations

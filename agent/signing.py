@@ -41,6 +41,9 @@ def signed_document(bundle: Dict[str, Any], options: Optional[Dict[str, Any]] = 
     for name in wire.SIGNED_BUNDLE_FIELDS:
         if name == "modules":
             fields[name] = [{key: mod.get(key) for key in wire.SIGNED_MODULE_FIELDS} for mod in bundle["modules"]]
+        elif name == "interpose":
+            fields[name] = [{field.name: item.get(field.name) for field in wire.INTERPOSER if field.signed}
+                            for item in bundle.get("interpose") or []]
         elif name == "manifest":
             fields["manifest_sha256"] = digest(bundle["manifest"].encode("utf-8", "surrogatepass"))
         else:
@@ -80,13 +83,14 @@ def checked_bundle(request: Dict[str, Any], key: Optional[bytes]) -> Dict[str, A
     """
     wire.check_request(request)
     bundle = wire.check_bundle(request.get("bundle"))
-    for mod in bundle["modules"]:
+    for mod in list(bundle["modules"]) + list(bundle.get("interpose") or []):
         actual = digest(mod["source"].encode("utf-8", "surrogatepass"))
         if actual != mod["sha256"]:
-            raise wire.RequestError("DigestMismatch", f"module {mod['name']!r}: sha256 of the received source is "
-                                    f"{actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was "
+            raise wire.RequestError("DigestMismatch", f"{mod.get('name') or mod.get('file')!r}: sha256 of the "
+                                    f"received source is {actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was "
                                     f"altered in transit or on disk. Nothing was changed.")
     if key is not None:
+        _refuse_unschemed(request, bundle)
         if bundle.get("signature") is None:
             raise wire.RequestError("SignatureError", "this process only accepts signed bundles; "
                                     "sign with `dynupdate apply --key-file KEY`")
@@ -97,6 +101,25 @@ def checked_bundle(request: Dict[str, Any], key: Optional[bytes]) -> Dict[str, A
                 f"bundle's fields, every module's name, file and digest, and the options "
                 f"{', '.join(wire.SIGNED_OPTIONS)} = {options}); nothing was changed")
     return bundle
+
+
+def _refuse_unschemed(request: Dict[str, Any], bundle: Dict[str, Any]) -> None:
+    """A process that requires signatures acts on nothing the schema does not know.
+
+    A field added to the request or the bundle without being declared in
+    wire.REQUESTS / wire.BUNDLE / wire.MODULE (and so without a decision on
+    whether it is signed) could change the outcome unsigned: refuse it.
+    """
+    known = {"type", "id"} | {f.name for f in wire.REQUESTS["apply"]}
+    extra = sorted(map(str, set(request) - known))
+    extra += sorted(f"bundle.{k}" for k in map(str, set(bundle) - {f.name for f in wire.BUNDLE}))
+    module_fields = {f.name for f in wire.MODULE}
+    for i, mod in enumerate(bundle["modules"]):
+        extra += sorted(f"bundle.modules[{i}].{k}" for k in map(str, set(mod) - module_fields))
+    if extra:
+        raise wire.RequestError("SignatureError", f"this process only accepts signed bundles, and "
+                                f"{', '.join(extra)} is not part of the signed schema (agent/wire.py); "
+                                f"nothing was changed")
 
 
 def read_key(path: str) -> bytes:

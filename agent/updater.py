@@ -19,11 +19,11 @@ import threading
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import (callers, diff, factories, forking, generations, history, instances, lazy, probes, refusals,
-               rehearsal, report, signing, sources, transaction, veto, watchdog, wire)
+from . import (callers, diff, factories, forking, generations, history, instances, interposers, lazy, probes,
+               refusals, rehearsal, report, signing, sources, transaction, veto, watchdog, wire)
 from .importer import BundleFinder, InstallFinder
 from .mediator import Mediator
-from .plan import UpdateFunction
+from .plan import Plan, UpdateFunction
 from .safepoint import SafePoint
 from .server import Peer
 from .transaction import Transaction, UpdateError
@@ -139,8 +139,9 @@ def _hook_clone(fn: Any, mediator: Mediator) -> Optional[types.FunctionType]:
 class _Undo:
     """What history keeps to roll an update back."""
 
-    def __init__(self, modules: List[diff.ModulePlan], finder: Optional[BundleFinder]) -> None:
-        self.plans = [mp.plan for mp in modules]
+    def __init__(self, modules: List[diff.ModulePlan], finder: Optional[BundleFinder],
+                 extra_plans: Optional[List[Plan]] = None) -> None:
+        self.plans = [mp.plan for mp in modules] + list(extra_plans or [])
         self.classes = [pair.live for mp in modules for pair in mp.classes]
         self.modules = [mp.module for mp in modules if mp.module is not None]
         self.mediated = [fn for mp in modules for fn in mp.mediated]
@@ -181,6 +182,11 @@ def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> 
     with transaction.current(tx):
         tx.send(wire.progress("prepare", message=f"preparing {len(bundle['modules'])} module(s)"))
         modules = tx.run_user_code(lambda: _prepare_modules(tx, bundle), "the new module bodies")
+        tx.working_on = ("text", "the bundle's interposers")
+        try:
+            interposed = tx.run_user_code(functools.partial(interposers.prepare, bundle), "the bundle's interposers")
+        except interposers.InterposeError as exc:
+            raise _fail("InterposeError", f"{exc}; nothing was changed", exc.__cause__) from None
         warnings = [w for mp in modules for w in mp.warnings]
         pending = _finalize_pending(tx, [pair.live for mp in modules for pair in mp.classes], dry_run)
         if pending:
@@ -201,7 +207,7 @@ def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> 
             _check_veto(tx, modules)
             tx.finish_phase()
             result.update(ok=True, dry_run=True, planned_version=bundle["version"],
-                          callers_at_risk=callers.at_risk(modules),
+                          callers_at_risk=callers.at_risk(modules, covered=interposed.targets),
                           plan=[repr(op) for mp in modules for op in mp.plan.ops][:500])
             return result
         mediated = [fn for mp in modules for fn in mp.mediated]
@@ -210,13 +216,14 @@ def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> 
         with tx.swap_window(mediator):
             _check_veto(tx, modules)
             finder = _swap(tx, modules)
+            interposed_plan = _interpose(tx, interposed)
             mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
                                          [pair.live for mp in modules for pair in mp.classes]))
             updated["instances"] = _transfer(tx, modules, transfers, census)
             tx.ready_to_commit("the state transfer")
             mediator.confirm()
             history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
-                                       summary=dict(updated), undo=_Undo(modules, finder)))
+                                       summary=dict(updated), undo=_Undo(modules, finder, [interposed_plan])))
         tx.finish_phase()
     result.update(ok=True, version=bundle["version"])
     return result
@@ -361,6 +368,18 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
 
 def _same_hook(hook: Callable[..., Any], klass: type) -> Callable[..., Any]:
     return hook
+
+
+def _interpose(tx: Transaction, prepared: interposers.Prepared) -> Plan:
+    """Install the bundle's interposers on the swapped code; undone with the update, removed by its rollback."""
+    plan = Plan()
+    tx.plans.append(plan)
+    try:
+        installed = prepared.install()
+    except interposers.InterposeError as exc:
+        raise UpdateError("InterposeError", str(exc)) from None
+    plan.ops, plan._applied = installed.ops, installed._applied
+    return plan
 
 
 def _no_progress(done: int, total: int) -> None:

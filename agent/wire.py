@@ -33,7 +33,13 @@ _HEADER = struct.Struct(">I")
 
 
 class Field(NamedTuple):
-    """One field of a message: its accepted types, whether it must be present, whether it is signed."""
+    """One field of a message: its accepted types, whether it must be present, whether it is signed.
+
+    `signed`: the field changes what the target does, so a process that
+    requires signatures accepts it only if the bundle's signature covers its
+    value. Decide it for every new field; a process that requires signatures
+    refuses fields that are not declared here at all.
+    """
 
     name: str
     types: Tuple[type, ...]
@@ -57,6 +63,8 @@ BUNDLE = (
     Field("lazy", _BOOL, required=False, signed=True),
     Field("modules", (list,), signed=True),
     Field("new_modules", (list,), required=False, signed=True),
+    # [interpose]: {"target", "file", "function", "source", "sha256"} each; signed whole
+    Field("interpose", (list,), required=False, signed=True),
     Field("manifest", _STR, signed=True),
     Field("signature", _OPT_STR, required=False),
 )
@@ -64,6 +72,14 @@ BUNDLE = (
 MODULE = (
     Field("name", _STR, signed=True),
     Field("file", _STR, required=False, signed=True),
+    Field("source", _STR),
+    Field("sha256", _STR, signed=True),
+)
+#: the fields of each entry of `bundle.interpose` (see agent/interposers.py)
+INTERPOSER = (
+    Field("target", _STR, signed=True),
+    Field("file", _STR, signed=True),
+    Field("function", _STR, signed=True),
     Field("source", _STR),
     Field("sha256", _STR, signed=True),
 )
@@ -195,6 +211,14 @@ def check_bundle(bundle: Any) -> Dict[str, Any]:
             raise RequestError("BadRequest", f"bundle.modules[{i}] ({mod['name']!r}) holds {size} bytes of "
                                              f"source; the limit is {MAX_FILE_BYTES}")
         total += size
+    for i, item in enumerate(bundle.get("interpose") or []):
+        if not isinstance(item, dict):
+            raise RequestError("BadRequest", f"bundle.interpose[{i}] must be dict, got {type(item).__name__}")
+        check_fields(item, INTERPOSER, f"bundle.interpose[{i}].")
+        module, _, qualname = item["target"].partition(":")
+        if not is_module_name(module) or not qualname:
+            raise RequestError("BadRequest", f"bundle.interpose[{i}].target {item['target']!r} is not MODULE:QUALNAME")
+        total += len(item["source"].encode("utf-8", "surrogatepass"))
     if total > MAX_BUNDLE_BYTES:
         raise RequestError("BadRequest", f"the bundle holds {total} bytes; the limit is {MAX_BUNDLE_BYTES}")
     return bundle

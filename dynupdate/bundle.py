@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from dynupdate_agent import refusals, signing, wire
 
@@ -21,7 +21,7 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 MANIFEST = "patch.toml"
-_KNOWN_KEYS = {"name", "version", "description", "requires", "lazy", "modules", "new_modules"}
+_KNOWN_KEYS = {"name", "version", "description", "requires", "lazy", "modules", "new_modules", "interpose"}
 _BOM = "\ufeff"
 
 
@@ -140,6 +140,25 @@ def _load_module(folder: str, name: str, rel: Any, manifest_path: str) -> Dict[s
     return {"name": name, "file": rel, "source": source, "sha256": signing.digest(source.encode("utf-8"))}
 
 
+def _load_interposers(folder: str, table: Any, manifest_path: str) -> List[Dict[str, Any]]:
+    """`[interpose] "mod:Qual.name" = "file.py:function"` -> entries carrying the file's source and digest."""
+    if not isinstance(table, dict):
+        raise BundleError(f"{manifest_path}: [interpose] must be a table of \"module:qualname\" = \"file.py:function\"")
+    out = []
+    for target, spec in table.items():
+        module, _, qualname = str(target).partition(":")
+        if not wire.is_module_name(module) or not qualname or not all(p.isidentifier() for p in qualname.split(".")):
+            raise BundleError(f"{manifest_path}: [interpose] key {target!r} must be MODULE:QUALNAME "
+                              f"(e.g. \"shop.cart:Cart.checkout\")")
+        rel, _, function = str(spec).rpartition(":")
+        if not isinstance(spec, str) or not rel or not function.isidentifier():
+            raise BundleError(f"{manifest_path}: [interpose] {target!r} must map to \"file.py:function\"")
+        loaded = _load_module(folder, module, rel, manifest_path)  # same file rules as a module's source
+        out.append({"target": target, "file": rel, "function": function, "source": loaded["source"],
+                    "sha256": loaded["sha256"]})
+    return out
+
+
 def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool] = None,
                 allow_stdlib: bool = False) -> Dict[str, Any]:
     """Validate the bundle in `folder` and return it in the form sent to the agent.
@@ -179,6 +198,7 @@ def load_bundle(folder: str, *, key: Optional[bytes] = None, lazy: Optional[bool
         "modules": loaded,
         "new_modules": list(new_modules),
         "manifest": text,
+        **({"interpose": _load_interposers(folder, manifest["interpose"], path)} if "interpose" in manifest else {}),
         "signature": None,
     }
     try:

@@ -217,7 +217,9 @@ def ps(as_json: bool) -> None:
     from . import procs, render, stale
 
     _set_json(as_json, "ps")
-    stale.remove_stale_sockets()
+    removed = stale.remove_stale_sockets()
+    if removed:
+        _notifier(as_json)(f"removed {len(removed)} socket(s) left by processes that no longer exist")
     rows = procs.python_processes()
     if as_json:
         render.emit_json(rows)
@@ -251,7 +253,8 @@ def check(bundle: str, pid: Optional[int], key_file: Optional[str], allow_stdlib
     _set_json(as_json, "check", pid)
     loaded = load_bundle(bundle, key=read_key(key_file) if key_file else None, allow_stdlib=allow_stdlib)
     summary = {"ok": True, "name": loaded["name"], "version": loaded["version"], "requires": loaded["requires"],
-               "lazy": loaded["lazy"], "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
+               "lazy": loaded["lazy"], "new_modules": loaded.get("new_modules") or [],
+               "modules": {m["name"]: m["sha256"] for m in loaded["modules"]},
                "signed": loaded["signature"] is not None}
     if pid is not None:
         from . import attach as attach_mod
@@ -657,18 +660,20 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
         row = row if isinstance(row, dict) else {}
         return {key: row.get(key) for key in keys}
 
-    agent = data.get("agent") or {}
+    def rows(value: Any, keys: tuple) -> list:
+        return [pick(row, keys) for row in value] if isinstance(value, list) else []
+
     obj = pick(data, wire.STATUS_KEYS)
-    obj["history"] = [pick(h, wire.HISTORY_KEYS) for h in data.get("history") or []]
-    obj["update"] = pick(data.get("update") or {"running": None, "stuck": []}, wire.UPDATE_KEYS)
-    obj["update"]["stuck"] = obj["update"]["stuck"] or []
-    obj["threads"] = [dict(pick(t, wire.THREAD_KEYS), in_activity=bool(t.get("in_activity")))
-                      for t in data.get("threads") or []]
-    obj["factories"] = [dict(pick(f, wire.FACTORY_KEYS), pending=f.get("pending", 0))
-                        for f in data.get("factories") or []]
-    obj["agent"] = pick(agent, wire.STATUS_AGENT_KEYS)
-    obj["tasks"] = [pick(t, wire.TASK_KEYS) for t in data.get("tasks") or []]
-    obj["probes"] = [pick(p, wire.PROBE_KEYS) for p in data.get("probes") or []]
+    obj["history"] = rows(data.get("history"), wire.HISTORY_KEYS)
+    update: Dict[str, Any] = data["update"] if isinstance(data.get("update"), dict) else {}
+    running, stuck = update.get("running"), update.get("stuck")
+    obj["update"] = {"running": pick(running, wire.RUNNING_UPDATE_KEYS) if isinstance(running, dict) else None,
+                     "stuck": [str(s) for s in stuck] if isinstance(stuck, list) else []}
+    obj["threads"] = [dict(t, in_activity=bool(t["in_activity"])) for t in rows(data.get("threads"), wire.THREAD_KEYS)]
+    obj["factories"] = [dict(f, pending=f["pending"] or 0) for f in rows(data.get("factories"), wire.FACTORY_KEYS)]
+    obj["agent"] = pick(data.get("agent"), wire.STATUS_AGENT_KEYS)
+    obj["tasks"] = rows(data.get("tasks"), wire.TASK_KEYS)
+    obj["probes"] = rows(data.get("probes"), wire.PROBE_KEYS)
     return obj
 
 

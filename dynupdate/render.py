@@ -69,6 +69,16 @@ def line(*parts: Part) -> Text:
     return Text.assemble(*parts)
 
 
+def _dict(value: Any) -> Dict[str, Any]:
+    """A reply part that should be a map; anything else (a hostile or broken agent) counts as empty."""
+    return value if isinstance(value, dict) else {}
+
+
+def _rows(value: Any) -> List[Dict[str, Any]]:
+    """A reply part that should be a list of maps; other entries are shown as empty rows."""
+    return [_dict(row) for row in value] if isinstance(value, list) else []
+
+
 def emit_json(obj: Any) -> None:
     streams.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     streams.stdout.flush()
@@ -147,7 +157,8 @@ def _update_state(update: Dict[str, Any]) -> None:
 
 
 def status(data: Dict[str, Any]) -> None:
-    agent = data.get("agent") or {}
+    data = _dict(data)
+    agent = _dict(data.get("agent"))
     out.print(line((f"pid {clean(data.get('pid'))}", "bold"), "  version ",
                    txt(data.get("version"), "bold green"), f"  generation {clean(data.get('generation'))}"))
     out.print(line("agent ", txt(agent.get("version")), " on Python ", txt(agent.get("python")),
@@ -156,14 +167,14 @@ def status(data: Dict[str, Any]) -> None:
     hist = Table(title="Version history", title_justify="left")
     for col in ("#", "version", "bundle", "applied at", "rolled back at"):
         hist.add_column(col)
-    for i, row in enumerate(data.get("history") or []):
+    for i, row in enumerate(_rows(data.get("history"))):
         hist.add_row(str(i), txt(row.get("version")), txt(row.get("name")), _when(row.get("applied_at")),
                      _when(row.get("rolled_back_at")) if row.get("rolled_back_at") else "")
     out.print(hist)
     threads = Table(title="Threads", title_justify="left")
     for col in ("id", "name", "generation", "in activity"):
         threads.add_column(col)
-    for t in data.get("threads") or []:
+    for t in _rows(data.get("threads")):
         threads.add_row(txt(t.get("id")), txt(t.get("name")), txt(t.get("generation")),
                         "yes" if t.get("in_activity") else "no")
     out.print(threads)
@@ -177,7 +188,7 @@ def status(data: Dict[str, Any]) -> None:
     facts = Table(title="Factories (updatable classes)", title_justify="left")
     for col in ("class", "live instances", "pending lazy transfer"):
         facts.add_column(col)
-    for f in data.get("factories") or []:
+    for f in _rows(data.get("factories")):
         facts.add_row(txt(f.get("class")), txt(f.get("instances")), txt(f.get("pending")))
     if not data.get("factories"):
         facts.add_row(Text("(none: the program has no @updatable classes)", style="dim"), "", "")
@@ -220,13 +231,15 @@ def _plan(summary: Dict[str, Any], instances: int) -> None:
 
 
 def update_summary(result: Dict[str, Any], *, action: str) -> None:
-    updated = result.get("updated") or {}
-    rehearsal = result.get("rehearsal")
+    result = _dict(result)
+    updated = _dict(result.get("updated"))
+    rehearsal = _dict(result.get("rehearsal"))
     if rehearsal:
-        out.print(f"rehearsal on a forked copy passed in {rehearsal.get('seconds', 0) * 1000:.0f} ms", markup=False)
+        out.print(f"rehearsal on a forked copy passed in {float(rehearsal.get('seconds') or 0) * 1000:.0f} ms")
     if result.get("rehearsal_only"):
-        out.print(f"rehearsal only: pid {result['pid']} still runs {result.get('previous_version')}; "
-                  f"{result.get('planned_version')} would apply", markup=False)
+        out.print(line(f"rehearsal only: pid {clean(result.get('pid'))} still runs ",
+                       txt(result.get("previous_version")), "; ", txt(result.get("planned_version")),
+                       " would apply"))
         return
     if result.get("dry_run"):
         out.print(line(("dry run", "bold"), f": {action} would take pid {clean(result.get('pid'))} from ",
@@ -236,21 +249,23 @@ def update_summary(result: Dict[str, Any], *, action: str) -> None:
         out.print(line((f"{action} done", "bold green"), f": pid {clean(result.get('pid'))} ",
                        txt(result.get("previous_version")), " -> ", txt(result.get("version"), "bold")))
     table = Table(show_header=False, box=None)
-    table.add_row("modules", txt(", ".join(map(str, updated.get("modules") or [])) or "-"))
+    modules = updated.get("modules")
+    table.add_row("modules", txt(", ".join(map(str, modules if isinstance(modules, list) else [])) or "-"))
     table.add_row("functions", txt(updated.get("functions", 0)))
     table.add_row("classes", txt(updated.get("classes", 0)))
     table.add_row("instances", txt(str(updated.get("instances", 0)) +
                   (f" ({updated.get('lazy_pending')} pending lazy transfer)" if updated.get("lazy_pending") else "")))
-    phases = result.get("phases") or {}
+    phases = _dict(result.get("phases"))
     try:
         shown = ", ".join(f"{k} {float(v) * 1000:.1f} ms" for k, v in phases.items())
     except (TypeError, ValueError):
         shown = str(phases)
     table.add_row("phases", txt(shown))
     out.print(table)
-    if result.get("dry_run") and result.get("plan_summary"):
+    if result.get("dry_run") and isinstance(result.get("plan_summary"), dict):
         _plan(result["plan_summary"], int(updated.get("instances", 0)))
-    for w in result.get("warnings") or []:
+    warnings = result.get("warnings")
+    for w in warnings if isinstance(warnings, list) else []:
         err.print(line(("warning:", "yellow"), " ", txt(w, multiline=True)))
     callers_at_risk(result.get("callers_at_risk"))
 

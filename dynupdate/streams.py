@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, List, TextIO
+from typing import Any, Callable, TextIO
 
 
 class Guarded:
@@ -27,7 +27,7 @@ class Guarded:
             return len(text)
         try:
             return self._get().write(text)
-        except (OSError, ValueError):  # EPIPE, EIO, or a closed file
+        except (OSError, ValueError, AttributeError):  # EPIPE, EIO, a closed file, or none at all (`>&-`)
             self.broken = True
             return len(text)
 
@@ -36,13 +36,13 @@ class Guarded:
             return
         try:
             self._get().flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             self.broken = True
 
     def isatty(self) -> bool:
         try:
-            return self._get().isatty()
-        except (OSError, ValueError):
+            return bool(self._get().isatty())
+        except (OSError, ValueError, AttributeError):
             return False
 
     def __getattr__(self, name: str) -> Any:
@@ -51,7 +51,6 @@ class Guarded:
 
 stdout = Guarded(lambda: sys.stdout)
 stderr = Guarded(lambda: sys.stderr)
-_ALL: List[Guarded] = [stdout, stderr]
 
 
 def settle() -> None:

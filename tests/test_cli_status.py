@@ -30,7 +30,7 @@ def test_status_json_shape_is_exactly_the_published_one(start_target, runtime_en
     t, _ = _start(start_target, runtime_env)
     data = _status(t.pid, runtime_env)
     assert set(data) == {"pid", "version", "history", "generation", "update", "threads", "tasks", "factories",
-                         "agent", "probes"}
+                         "probes", "agent"}
     assert data["update"] == {"running": None, "stuck": []}
     assert data["pid"] == t.pid
     assert data["version"] == "base"

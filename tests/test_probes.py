@@ -335,3 +335,56 @@ def test_incompatibility_rules(old, new, problem):
     from dynupdate_agent.callers import incompatibility
 
     assert incompatibility(old, new) == problem
+
+
+def _interpose_bundle(tmp_path: Path, source: str, interpose: dict, version: str = "ip") -> Path:
+    bundle = tmp_path / f"ip-{version}"
+    bundle.mkdir()
+    (bundle / "shopmod.py").write_text(source)
+    (bundle / "audit.py").write_text('''
+CALLS = []
+
+def around(call, *args, **kwargs):
+    CALLS.append(args)
+    result = call(*args, **kwargs)
+    return result * 10 if isinstance(result, (int, float)) else result
+
+def adapter(call, item):
+    # `Cart.price` was removed in the new version: keep old callers working
+    assert call is None
+    return len(item) * 100
+''')
+    table = "".join(f'"{k}" = "{v}"\n' for k, v in interpose.items())
+    (bundle / "patch.toml").write_text(f'name = "ip"\nversion = "{version}"\n[modules]\n"shopmod" = "shopmod.py"\n'
+                                       f'[interpose]\n{table}')
+    return bundle
+
+
+def test_bundle_interposers_apply_and_roll_back_atomically(app, tmp_path):
+    proc, port = app
+    before = _get(port, "code")
+    source = (APP / "shopmod.py").read_text().replace(
+        "    @staticmethod\n    def price(item):\n        return len(item)\n\n", "")
+    bundle = _interpose_bundle(tmp_path, source, {"shopmod:total": "audit.py:around",
+                                                  "shopmod:Cart.price": "audit.py:adapter"})
+    code, data = dynupdate_json("apply", "--pid", str(proc.pid), str(bundle), "--dry-run")
+    assert code == 0, data
+    assert "shopmod:Cart.price" not in {i["name"] for i in data["callers_at_risk"]}  # the adapter keeps it
+    code, data = dynupdate_json("apply", "--pid", str(proc.pid), str(bundle))
+    assert code == 0, data
+    try:
+        assert _get(port, "total", "4") == 55.0           # the interposer wraps the new code
+        assert _get(port, "price", "kiwi") == 400         # the removed method answers through the adapter
+    finally:
+        code, data = dynupdate_json("rollback", "--pid", str(proc.pid))
+        assert code == 0, data
+    assert _get(port, "total", "4") == 5.5 and _get(port, "price", "kiwi") == 4
+    assert _get(port, "code") == before                   # rollback put the exact code object back
+    # a failing update takes its interposers with it: the target stays on the old code, unwrapped
+    broken = _interpose_bundle(tmp_path, source, {"shopmod:total": "audit.py:around",
+                                                  "shopmod:Nope.gone": "audit.py:around"}, version="broken")
+    code, data = dynupdate_json("apply", "--pid", str(proc.pid), str(broken))
+    assert code == 1 and data["error"]["type"] == "InterposeError", data
+    assert "shopmod:Nope does not exist" in data["error"]["message"]
+    assert _get(port, "total", "4") == 5.5 and _get(port, "code") == before
+    assert _get(port, "price", "kiwi") == 4

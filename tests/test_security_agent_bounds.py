@@ -42,7 +42,11 @@ def connect(path: str) -> socket.socket:
 
 
 def hello(s: socket.socket) -> dict:
-    s.sendall(wire.encode({"type": "hello", "id": 1}))
+    """Send hello, return the first frame back (a refusal may come, and the socket close, before we send)."""
+    try:
+        s.sendall(wire.encode({"type": "hello", "id": 1}))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
     reply = wire.read_frame(s, frame_timeout=20)
     assert reply is not None, "closed without a reply"
     return reply
@@ -79,7 +83,7 @@ def _free_uid() -> int:
 
 
 @pytest.fixture
-def limited(start_target):
+def limited(start_target, request):
     """sec_threads.py as an unused uid, agent loaded by its bootstrap; the runtime dir is its own."""
     if os.getuid() != 0 or not SETPRIV:
         pytest.skip("needs root and setpriv")
@@ -100,7 +104,7 @@ def limited(start_target):
         env = {"DYNUPDATE_RUNTIME_DIR": runtime, "PYTHONDONTWRITEBYTECODE": "1"}
         argv = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                 OTHER_PYTHON, "-S", THREADS_TARGET, str(ROOT / "agent"), os.path.join(base, "mp"),
-                str(2 + ALLOWED)]
+                getattr(request, "param", f"nproc={2 + ALLOWED}")]
         target = start_target(argv, env=env)
         target.uid, target.env = uid, env
         target.sock_path = os.path.join(runtime, f"dynupdate-{uid}", f"{target.pid}.sock")
@@ -152,6 +156,39 @@ def test_the_agent_accepts_again_after_a_thread_exhaustion_episode(limited):
     assert "serving connections again" in output, output
 
 
+@pytest.mark.parametrize("limited", [f"nofile={ALLOWED + 1}"], indirect=True)
+def test_the_agent_accepts_again_after_running_out_of_descriptors(limited):
+    """accept() fails with EMFILE: the loop backs off, and serves the waiting client once fds return."""
+    held = []
+    try:
+        for _ in range(ALLOWED + 8):
+            s = connect(limited.sock_path)
+            s.settimeout(2)
+            try:
+                reply = hello(s)
+            except (socket.timeout, wire.FrameTimeout):
+                waiting = s                     # connected (backlog) but not accepted: no fd for it
+                break
+            assert reply["ok"], reply
+            held.append(s)
+        else:
+            raise AssertionError("the descriptor limit was never reached")
+        assert len(held) >= 1, held             # (the exact count depends on fds the runtime holds)
+        assert limited.alive()
+    finally:
+        for s in held:
+            s.close()
+    waiting.settimeout(20)                      # the same request is answered once fds come back
+    reply = wire.read_frame(waiting, frame_timeout=20)
+    waiting.close()
+    assert reply is not None and reply["ok"], reply
+    proc = dynupdate("status", "--pid", str(limited.pid), "--no-inject", "--json", env=limited.env)
+    assert proc.returncode == 0, proc
+    output = limited.output()
+    assert "Traceback" not in output and "Exception in thread" not in output, output
+    assert "accept failed" in output and "serving connections again" in output, output
+
+
 @pytest.fixture
 def agent(start_target, runtime_env):
     t = start_target([sys.executable, str(TARGETS / "fnd_start.py")], env=runtime_env)
@@ -184,6 +221,7 @@ def test_connections_beyond_the_cap_are_refused_clearly(agent):
     finally:
         for s in held:
             s.close()
+    assert "Traceback" not in agent.output(), agent.output()
 
 
 def test_partly_received_frames_hold_bounded_memory(agent):
@@ -219,6 +257,7 @@ def test_partly_received_frames_hold_bounded_memory(agent):
     s = connect(agent.sock_path)
     assert hello(s)["ok"]
     s.close()
+    assert "Traceback" not in agent.output(), agent.output()
 
 
 def hello_reply_after_body(s: socket.socket) -> bool:

@@ -54,6 +54,19 @@ def test_ps_with_hostile_argv_and_dribbling_sockets_finishes_quickly(start_targe
         assert row["cmdline"].endswith(" ".join(HOSTILE)), row     # JSON keeps the data exact
 
 
+def test_a_hostile_agent_with_malformed_replies_cannot_crash_or_drive_the_terminal(start_target, runtime_env):
+    env = dict(runtime_env, **WIDE)
+    fake = start_target([sys.executable, DRIBBLER, "--junk", *HOSTILE], env=env)
+    pid = str(fake.pid)
+    for args in (("status", "--pid", pid, "--no-inject"), ("status", "--pid", pid, "--no-inject", "--json"),
+                 ("attach", "--pid", pid), ("ps",)):
+        proc = dynupdate(*args, env=env, timeout=60)
+        assert proc.returncode == 0, (args, proc)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        no_raw_controls(proc.stdout + proc.stderr)
+    assert "\\x1b]0;pwned\\x07\\x1b[31m[/]\\u202e" in dynupdate("status", "--pid", pid, "--no-inject", env=env).stdout
+
+
 @pytest.fixture
 def label_bundle(tmp_path):
     folder = tmp_path / "markup"

@@ -125,6 +125,19 @@ def test_lazy_cannot_turn_a_refused_signed_bundle_into_an_applied_one(signed, ke
     dry_run_ok(signed, load_bundle(V2, key=key, lazy=True), lazy=True)  # signed for --lazy: accepted
 
 
+def test_fields_outside_the_signed_schema_are_refused(signed, key_path):
+    good = load_bundle(V2, key=read_key(key_path))
+    dry_run_ok(signed, good)
+    with Client.connect(signed.pid) as client:                      # a future option nobody declared signed
+        with pytest.raises(errors.RemoteError) as info:
+            client.request("apply", bundle=good, lazy=None, timeout=10.0, dry_run=True, allow_stdlib=True)
+    assert info.value.remote["type"] == "SignatureError" and "allow_stdlib" in info.value.remote["message"]
+    for bundle in (dict(good, extra_hook="x"), dict(good, modules=[dict(good["modules"][0], prelude="x")])):
+        error = send(signed, bundle)
+        assert error["type"] == "SignatureError" and "not part of the signed schema" in error["message"], error
+    assert_at_base(signed, signed.before)
+
+
 def test_the_cli_refuses_a_key_file_others_can_read(tmp_path):
     path = tmp_path / "shared.key"
     path.write_text(secrets.token_hex(24))

@@ -30,6 +30,8 @@ def test_status_schema_matches_the_published_example():
     assert sorted(example["history"][0]) == sorted(wire.HISTORY_KEYS)
     assert sorted(example["threads"][0]) == sorted(wire.THREAD_KEYS)
     assert sorted(example["factories"][0]) == sorted(wire.FACTORY_KEYS)
+    assert sorted(example["tasks"][0]) == sorted(wire.TASK_KEYS)
+    assert sorted(example["probes"][0]) == sorted(wire.PROBE_KEYS)
     assert sorted(example["agent"]) == sorted(wire.STATUS_AGENT_KEYS)
     assert status_json(dict(example, extra=1, agent=dict(example["agent"], secret="x"))) == example
 
@@ -60,8 +62,20 @@ def test_every_signed_bundle_field_is_covered(field):
     signature = signing.sign(KEY, b)
     changed = dict(b)
     changed[field] = {"name": "m", "version": "3", "description": "e", "requires": None, "lazy": True,
-                      "manifest": "x", "modules": b["modules"][:1]}[field]
+                      "manifest": "x", "modules": b["modules"][:1], "new_modules": ["a.b"],
+                      "interpose": [INTERPOSER]}[field]
     assert signing.sign(KEY, changed) != signature
+
+
+INTERPOSER = {"target": "a.b:f", "file": "i.py", "function": "around", "source": "", "sha256": signing.digest(b"")}
+
+
+@pytest.mark.parametrize("field", [f.name for f in wire.INTERPOSER if f.signed])
+def test_every_signed_interposer_field_is_covered(field):
+    b = dict(bundle(), interpose=[INTERPOSER])
+    signature = signing.sign(KEY, b)
+    b["interpose"] = [dict(INTERPOSER, **{field: "other"})]
+    assert signing.sign(KEY, b) != signature
 
 
 @pytest.mark.parametrize("field", wire.SIGNED_MODULE_FIELDS)

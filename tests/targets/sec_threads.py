@@ -1,11 +1,12 @@
 """Target for the agent's resource bounds, runnable by any interpreter and any uid.
 
-`python sec_threads.py AGENT_DIR MSGPACK_DIR [NPROC]`: loads the agent from AGENT_DIR
+`python sec_threads.py AGENT_DIR MSGPACK_DIR [nproc=N | nofile=N]`: loads the agent from AGENT_DIR
 through its bootstrap (as `dynupdate run` and injection do), starts it, prints
 `READY <pid>`, then idles. Nothing else runs in it, so every thread beyond the
 main one and the agent's accept thread is a connection thread of the agent.
-With NPROC, RLIMIT_NPROC is set to it once the agent runs (a thread limit for
-this uid: run it as a uid of its own).
+With nproc=N, RLIMIT_NPROC is set to N once the agent runs (a thread limit for
+this uid: run it as a uid of its own); with nofile=N, RLIMIT_NOFILE is set to
+the number of descriptors open then plus N.
 """
 import os
 import sys
@@ -25,7 +26,12 @@ def main():
     if len(sys.argv) > 3:
         import resource
 
-        resource.setrlimit(resource.RLIMIT_NPROC, (int(sys.argv[3]), int(sys.argv[3])))
+        kind, _, value = sys.argv[3].partition("=")
+        if kind == "nproc":
+            resource.setrlimit(resource.RLIMIT_NPROC, (int(value), int(value)))
+        else:
+            limit = len(os.listdir("/proc/self/fd")) + int(value)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     print(f"READY {os.getpid()}", flush=True)
     while True:
         time.sleep(3600)

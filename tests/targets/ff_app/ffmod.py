@@ -1,5 +1,7 @@
 """The module the fit-and-finish tests update."""
 GREETING = "hello"
+TABLE = {"apple": 1}
+CACHE = {}
 
 
 def hold(gate):
@@ -8,4 +10,5 @@ def hold(gate):
 
 
 def greet():
+    CACHE["calls"] = CACHE.get("calls", 0) + 1
     return f"{GREETING} from v1"
