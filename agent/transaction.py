@@ -241,6 +241,7 @@ class Transaction:
             self._job = None
             if not self.changing:  # outside the swap window there is nothing to undo: let the worker finish
                 job.after_undo()
+            self._jobs = [j for j in self._jobs if not j.done.is_set()]  # only those a failure must still tell
 
     def _poll(self, where: str) -> None:
         self.require_client(where)

@@ -99,6 +99,7 @@ class Job:
             self.result = self._fn()
         except BaseException as exc:
             self.error = exc
+        self._fn = _ended  # drop the work's references now: no cycle keeps an update's objects alive
         self.ended.set()
         while True:  # `Abandoned` may still arrive here (scheduled just as the work ended): at most once
             try:
@@ -183,7 +184,14 @@ def run(job: Job, deadline: float, poll: Callable[[], None], interval: float = 0
             job.ended.wait(STOP_GRACE)
             raise
     job.thread.join()
-    if job.error is not None:
-        raise job.error
-    return job.result
+    error, result = job.error, job.result
+    job.error = job.result = None  # the caller owns them now (a traceback holds the update's frames)
+    job._describe = _ended
+    if error is not None:
+        raise error
+    return result
+
+
+def _ended() -> Any:
+    return "(ended)"
 
