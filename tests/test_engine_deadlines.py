@@ -269,6 +269,8 @@ def test_hook_sleeping_past_the_deadline_refuses_updates_until_it_returns(fresh,
         code, refused = hang.apply(plain, *extra)
         assert code == 1 and refused["error"]["type"] == "HookStuck", refused
         assert "Item.__dynupdate_transfer__ on instance 1 of 3" in refused["error"]["message"], refused
+    code, refused = dynupdate_json("rollback", "--pid", str(hang.pid))
+    assert code == 1 and refused["error"]["type"] == "HookStuck", refused
     text = dynupdate("apply", "--pid", str(hang.pid), plain)
     assert text.returncode == 1 and "Item.__dynupdate_transfer__ on instance 1 of 3" in text.stderr, text.stderr
     print(text.stderr)
