@@ -524,3 +524,23 @@ def test_namespaces_are_restored_name_by_name_while_other_threads_read_them():
         sys.setswitchinterval(interval)
     assert not missing, f"a reader saw the module without KEEP {len(missing)} times"
     assert vars(module).get("KEEP") == "kept" and "ADDED" not in vars(module)
+
+
+def test_an_update_whose_held_calls_ran_past_the_mediator_deadline_does_not_commit():
+    from dynupdate_agent.mediator import Mediator
+    from dynupdate_agent.transaction import Transaction, UpdateError
+
+    class Peer:
+        def send(self, event):
+            pass
+
+        def alive(self):
+            return True
+
+    tx = Transaction(Peer(), {}, previous="base")
+    tx.mediator = Mediator(lambda frame: False, deadline=time.monotonic())
+    tx.ready_to_commit("the test")  # nothing was held: fine
+    tx.mediator.expired = True      # a held call gave up waiting and ran the old code
+    with pytest.raises(UpdateError) as caught:
+        tx.ready_to_commit("the test")
+    assert caught.value.kind == "HookTimeout" and "held calls" in caught.value.message
