@@ -2,9 +2,14 @@
 
 The new source runs in a throwaway namespace; its definitions are then matched
 to the live ones by name. Functions and classes that exist in both are updated
-in place (identity kept, so every reference sees the new code); new ones are
-adopted with their globals re-bound to the live module; data keeps its live
-value. Nothing live is touched here: the result is a `Plan` to apply later.
+in place (identity kept, so every reference sees the new code); a function
+that cannot be (its closure changed shape) is replaced where it was found and
+the old object forwards to the replacement (forward.py), so references to it
+run the new code too. Wrappers made by decorators from other modules and
+functions generated for a class (dataclasses) are this module's code as well.
+New definitions are adopted with their globals re-bound to the live module;
+data keeps its live value. Nothing live is touched here: the result is a
+`Plan` to apply later.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import factories, importer, sources
-from .plan import MISSING, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
+from .plan import MISSING, ClearCache, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
 REVERT = "__dynupdate_revert__"
@@ -231,6 +236,15 @@ class Differ:
         own = self._ours_live(old) and self._new_code(new)
         foreign_wrapper = not own and old.__code__ is new.__code__ and _wraps(old, self._ours_live)
         if not same_shape or not (own or foreign_wrapper):
+            if not self._ours_live(old) and self._new_code(new):
+                # a decorator from another module was removed: the function it wrapped takes
+                # the new code in place (so a call already inside the wrapper, or held at
+                # the function, runs it) and is what the wrapper now forwards to
+                for inner in _own_inner(old, self._ours_live):
+                    if inner.__name__ == new.__name__ and \
+                            inner.__code__.co_freevars == new.__code__.co_freevars:
+                        self.code(inner, new, _ignore)
+                        break
             self._replace(old, new, install)
             return
         self.updated_fns[id(old)] = True
@@ -239,6 +253,7 @@ class Differ:
         if own:  # a foreign wrapper's code is shared by all its uses; its inner functions are mediated
             self.mp.mediated.append(old)
             self.mp.functions += 1
+        generated = own and new.__globals__ is not self.ns  # e.g. a dataclass __init__
         for c_old, c_new in zip(old.__closure__ or (), new.__closure__ or ()):
             try:
                 v_old, v_new = c_old.cell_contents, c_new.cell_contents
@@ -247,6 +262,10 @@ class Differ:
             if _is_function(v_old) and _is_function(v_new) and v_old is not v_new and \
                     self._owned_live(v_old) and self._owned_new(v_new):
                 self.code(v_old, v_new, functools.partial(self._set_cell, c_old, v_old))
+            elif generated and v_old is not v_new:
+                # a generated function's cells are part of its definition (a field's
+                # default_factory), not state kept since import: they take the new value
+                self._set_cell(c_old, v_old, self.rebind(v_new))
         w_old, w_new = old.__dict__.get("__wrapped__"), new.__dict__.get("__wrapped__")
         if _is_function(w_old) and _is_function(w_new) and w_old is not w_new and \
                 self._owned_live(w_old) and self._owned_new(w_new):
@@ -270,16 +289,18 @@ class Differ:
         if not _is_function(old) or not callable(replacement) or old is replacement:
             return
         self.replaced[id(old)] = replacement
-        self.mp.plan.add(ForwardFunction(old, replacement))
-        self.mp.mediated.append(old)
-        if _is_function(replacement):
-            self.mp.mediated.append(replacement)  # a rollback then waits for its frames too
+        self.mp.plan.add(ForwardFunction(old, replacement, back=id(replacement) not in self.updated_fns))
+        self.mp.mediated.extend(_own_inner(old, self._ours_live))
+        if _is_function(replacement):  # a rollback then waits for its frames too
+            self.mp.mediated.extend(_own_inner(replacement, self._ours_live))
         self.mp.functions += 1
+        after = getattr(getattr(replacement, "__code__", None), "co_freevars", None)
+        why = f"its free variables changed: {old.__code__.co_freevars} -> {after}" \
+            if after is not None and after != old.__code__.co_freevars else "it is now made another way"
         self.mp.warnings.append(
-            f"{old.__module__}.{old.__qualname__} was replaced, not updated in place (its free variables "
-            f"changed: {old.__code__.co_freevars} -> {getattr(replacement, '__code__', old.__code__).co_freevars}"
-            f"); existing references to it run the new code, but code comparing the function's identity "
-            f"(`is`, dict keys, sets) sees a different object")
+            f"{old.__module__}.{old.__qualname__} was replaced, not updated in place ({why}); existing "
+            f"references to it run the new code, but code comparing the function's identity (`is`, dict "
+            f"keys, sets) sees a different object")
 
     # -- classes ----------------------------------------------------------------
     def check_class(self, old: type, new: type) -> None:
@@ -307,7 +328,8 @@ class Differ:
     def klass(self, old: type, new: type, name: str) -> None:
         self.check_class(old, new)
         self.mp.classes.append(ClassPair(old, new, name))
-        self.mp.mediated.extend(self._functions_of(old))
+        for fn in self._functions_of(old):  # held during the update: own code, and what
+            self.mp.mediated.extend(_own_inner(fn, self._ours_live))  # foreign wrappers call
         names = [n for n in vars(old)] + [n for n in vars(new) if n not in vars(old)]
         for attr in names:
             if attr in _CLASS_SKIP:
@@ -350,12 +372,42 @@ class Differ:
                       lambda r: self.mp.plan.add(SetAttr(owner, name, wrapper(r))))
         elif isinstance(old, property) and isinstance(new, property):
             self._property(owner, name, old, new)
+        elif self._wrapper_objects(old, new):
+            self._wrapper_object(old, new)
         elif _is_code(new, self._owned_new) or _is_code(old, self._owned_live):
             replacement = self.rebind(new)
             self.mp.plan.add(SetAttr(owner, name, replacement))
             if self._owned_live(old):  # e.g. `f = other.f` now: old references run that
                 self.forward(old, replacement)
+            elif self._owned_live(_vars_or_empty(old).get("__wrapped__")) and not isinstance(old, type):
+                # a wrapper object (lru_cache, ...) that the new version drops: held elsewhere,
+                # it calls the function it wraps, which forwards
+                self.forward(vars(old)["__wrapped__"], replacement)
+                if callable(getattr(old, "cache_clear", None)):
+                    self.mp.plan.add(ClearCache(old))
+            elif isinstance(old, (staticmethod, classmethod)) and self._owned_live(old.__func__):
+                # e.g. a classmethod that became a staticmethod: the calls differ, no forwarding
+                fn = old.__func__
+                self.mp.warnings.append(
+                    f"{fn.__module__}.{fn.__qualname__} changed from a {type(old).__name__} to "
+                    f"{type(new).__name__}: references taken before the update (a bound "
+                    f"{type(old).__name__}) keep running the old code")
         # else: data present in both versions keeps its live value (it is state)
+
+    def _wrapper_objects(self, old: Any, new: Any) -> bool:
+        """Two wrappers that are not functions (`functools.lru_cache`, ...) around our code."""
+        if _is_function(old) or isinstance(old, type) or type(old) is not type(new):
+            return False
+        w_old, w_new = _vars_or_empty(old).get("__wrapped__"), _vars_or_empty(new).get("__wrapped__")
+        return _is_function(w_old) and _is_function(w_new) and self._owned_live(w_old) and self._owned_new(w_new)
+
+    def _wrapper_object(self, old: Any, new: Any) -> None:
+        """The live wrapper stays and calls the function it always called: that one gets
+        the new code (in place, or forwarding); a cache of old results is emptied."""
+        inner = vars(old)["__wrapped__"]
+        self.code(inner, vars(new)["__wrapped__"], functools.partial(self._set_item, vars(old), "__wrapped__", inner))
+        if callable(getattr(old, "cache_clear", None)):
+            self.mp.plan.add(ClearCache(old))
 
     def _property(self, owner: Any, name: str, old: property, new: property) -> None:
         parts: List[Any] = []
@@ -394,6 +446,11 @@ class Differ:
                 self.mp.plan.add(SetAttr(self.mp.module, name, self.rebind(v_new)))
             else:
                 self.pair(self.mp.module, name, v_old, v_new)
+                if not callable(v_new) and not isinstance(v_new, (staticmethod, classmethod, property)):
+                    # data keeps its live value: let the throwaway namespace say so too, so
+                    # that the new literal (a big table, say) is freed now, not at the next
+                    # full GC that breaks the namespace's function <-> globals cycles
+                    self.ns[name] = v_old
         if _is_function(self.ns.get(TRANSFER)):
             self.mp.module_hook = self.rebind(self.ns[TRANSFER])
         if _is_function(self.ns.get(REVERT)):
@@ -420,6 +477,31 @@ def _is_factory_hook(value: Any) -> bool:
     return bool(getattr(func, "_dynupdate_factory", False))
 
 
+def _ignore(_value: Any) -> None:
+    pass
+
+
+def _own_inner(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> List[types.FunctionType]:
+    """`fn` if it is ours, else the functions of ours a wrapper `fn` calls. A wrapper from
+    another module shares its code with every use of its decorator: holding or waiting on
+    that code would wait on unrelated calls elsewhere."""
+    if ours(fn):
+        return [fn]
+    if not _is_function(fn) or depth <= 0:
+        return []
+    inner = [fn.__dict__.get("__wrapped__")]
+    for cell in fn.__closure__ or ():
+        try:
+            inner.append(cell.cell_contents)
+        except ValueError:
+            continue
+    found: List[types.FunctionType] = []
+    for value in inner:
+        if _is_function(value):
+            found.extend(f for f in _own_inner(value, ours, depth - 1) if f not in found)
+    return found
+
+
 def _wraps(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> bool:
     """`fn` wraps a function `ours` accepts, through `__wrapped__` or its closure (stacked
     decorators too, up to `depth`): a wrapper a decorator made for that function."""
@@ -432,6 +514,13 @@ def _wraps(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> bool:
         except ValueError:
             continue
     return any(_is_function(v) and (ours(v) or _wraps(v, ours, depth - 1)) for v in inner)
+
+
+def _vars_or_empty(obj: Any) -> Dict[str, Any]:
+    try:
+        return vars(obj)
+    except TypeError:
+        return {}
 
 
 def _is_member(value: Any) -> bool:
@@ -450,10 +539,11 @@ def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     live, run_as = importer.live_module(name)  # `python -m name` and "__main__" update __main__
     lease = sources.SourceLease(filename, source)  # settled when the request ends (see sources.py)
     namespace = execute_source(run_as, source, filename, live)
-    if live is not None and live.__name__ != run_as:
+    if importer.is_main(live):
         name = importer.adopt_into_main(namespace, run_as)
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
     lease.keep_with(mp.plan)
+    mp.plan.sources.append(lease)
     if live is None:
         mp.installed_new = True
         if _is_function(namespace.get(CHECK)):

@@ -12,9 +12,11 @@ runs the new code; only identity differs (`old is not new`).
 
 Only replaced functions get a forwarder; functions updated in place keep
 running their own code with no indirection. The forwarder finds the
-replacement through a weak reference to the old function and its `__dict__`
-(`FORWARD`): a strong reference from the code's constants would close a cycle
-through a code object, which the cyclic GC cannot see (see mediator.py).
+replacement through a weak reference to the old function (a constant of its
+code) and that function's `__dict__[FORWARD]`: a strong reference from the
+code's constants would close a cycle through a code object, which the cyclic
+GC cannot see (see mediator.py). The weak reference is alive whenever the
+forwarder runs, since its caller holds the function.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def _template(nfree: int) -> types.CodeType:
     lines.append("    def forward(*args, **kwargs):")
     if names:
         lines.append(f"        nonlocal {', '.join(names)}")
-    lines.append("        return '__TARGET__'(args, kwargs)")
+    lines.append(f"        return '__SELF__'().__dict__[{FORWARD!r}](*args, **kwargs)")
     lines.append("    return forward")
     namespace: Dict[str, Any] = {}
     with warnings.catch_warnings():
@@ -52,26 +54,11 @@ def _template(nfree: int) -> types.CodeType:
     return code
 
 
-class _Target:
-    """What a forwarder's code calls: the function it belongs to, looked up weakly."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: types.FunctionType) -> None:
-        self.fn = weakref.ref(fn)
-
-    def __call__(self, args: tuple, kwargs: dict) -> Any:
-        fn = self.fn()
-        if fn is None:  # pragma: no cover - the caller holds the function while calling it
-            raise RuntimeError("dynupdate: a forwarded function was called after it was freed")
-        return fn.__dict__[FORWARD](*args, **kwargs)
-
-
 def forwarder_code(fn: types.FunctionType) -> types.CodeType:
     """A code object that, as `fn.__code__`, makes `fn` call `fn.__dict__[FORWARD]`."""
     template = _template(len(fn.__closure__ or ()))
-    target = _Target(fn)
-    consts = tuple(target if c == "__TARGET__" else c for c in template.co_consts)
+    self_ref = weakref.ref(fn)  # weak: the code must not keep its own function alive (see above)
+    consts = tuple(self_ref if c == "__SELF__" else c for c in template.co_consts)
     fields: Dict[str, Any] = {"co_consts": consts, "co_name": fn.__code__.co_name}
     if sys.version_info >= (3, 11):
         fields["co_qualname"] = fn.__code__.co_qualname

@@ -15,12 +15,14 @@ and has no `pkg.app` module at all, so a bundle naming `pkg.app` (or naming
 """
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.util
 import sys
 import types
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import instances
 from .plan import MISSING, Op, Plan
 
 MAIN = "__main__"
@@ -41,6 +43,11 @@ def live_module(name: str) -> Tuple[Optional[types.ModuleType], str]:
         if spec is not None and getattr(spec, "name", None) == name:
             return main, name
     return live, name
+
+
+def is_main(module: Optional[types.ModuleType]) -> bool:
+    """Whether `module` is the program's `__main__` (whatever name the bundle gave it)."""
+    return module is not None and module is sys.modules.get(MAIN)
 
 
 def adopt_into_main(namespace: Dict[str, Any], run_as: str) -> str:
@@ -65,6 +72,7 @@ def adopt_into_main(namespace: Dict[str, Any], run_as: str) -> str:
 class BundleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self, sources: Dict[str, Tuple[str, str]]) -> None:
         self.sources = sources  # module name -> (source, filename)
+        self.prepared: Optional[List[_Restoration]] = None  # set by prepare_restore for the next rollback
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Optional[Any]:
         if fullname not in self.sources:
@@ -106,56 +114,147 @@ def _original_spec(name: str, finder: BundleFinder) -> Optional[Any]:
             continue
         try:
             spec = other.find_spec(name, path)
-        except Exception:
+        except Exception:  # noqa: BLE001, S112 - a failing third-party finder must not fail the rollback
             continue
         if spec is not None:
             return spec
     return None
 
 
+def _standalone(fn: Any) -> Optional[types.FunctionType]:
+    """A copy of a hook function that the swap cannot change under us."""
+    if isinstance(fn, (staticmethod, classmethod)):
+        fn = fn.__func__
+    if not isinstance(fn, types.FunctionType):
+        return None
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    clone.__kwdefaults__ = fn.__kwdefaults__
+    return clone
+
+
+def _revert_hooks(module: types.ModuleType) -> List[Tuple[Any, types.FunctionType]]:
+    """The bundle version's `__dynupdate_revert__` hooks: (class or None for the module, hook)."""
+    from .diff import REVERT
+
+    hooks: List[Tuple[Any, types.FunctionType]] = []
+    for value in list(vars(module).values()):
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            hook = _standalone(vars(value).get(REVERT))
+            if hook is not None:
+                hooks.append((value, hook))
+    module_hook = _standalone(vars(module).get(REVERT))
+    if module_hook is not None:
+        hooks.append((None, module_hook))
+    return hooks
+
+
+def _same_hook(hook: types.FunctionType, klass: type) -> types.FunctionType:
+    return hook
+
+
+def _run_reverts(module: types.ModuleType, hooks: List[Tuple[Any, types.FunctionType]],
+                 transfer: instances.EagerTransfer) -> None:
+    """Bring state created by the bundle's code back to the original layout, as any rollback does."""
+    def no_progress(done: int, total: int) -> None:
+        pass
+
+    for cls, hook in hooks:
+        if cls is None:
+            hook(dict(vars(module)))
+        else:
+            transfer.run(instances.find([cls])[cls], functools.partial(_same_hook, hook), no_progress)
+
+
+class _Restoration:
+    """One module a finder served, prepared to go back to its original code (plan None: no original)."""
+
+    def __init__(self, module: types.ModuleType, spec: Any, plan: Optional[Plan]) -> None:
+        self.module, self.spec, self.plan = module, spec, plan
+
+
+def _served(finder: BundleFinder) -> List[types.ModuleType]:
+    """Modules the program imported from `finder` since the update."""
+    out = []
+    for name in finder.sources:
+        module = sys.modules.get(name)
+        if module is not None and getattr(getattr(module, "__spec__", None), "loader", None) is finder:
+            out.append(module)
+    return out
+
+
+def _prepare(finder: BundleFinder) -> List[_Restoration]:
+    from . import diff
+
+    out = []
+    for module in _served(finder):
+        spec = _original_spec(module.__name__, finder)
+        loader: Any = getattr(spec, "loader", None)
+        source = loader.get_source(module.__name__) if hasattr(loader, "get_source") else None
+        if spec is None or source is None:
+            out.append(_Restoration(module, None, None))
+            continue
+        out.append(_Restoration(module, spec, diff.plan_module(module.__name__, source,
+                                                               spec.origin or module.__name__).plan))
+    return out
+
+
+def prepare_restore(finders: List[Optional[BundleFinder]]) -> List[Any]:
+    """Before a rollback's safe-point wait: plan the return to the original code of every module
+    imported from these finders meanwhile (the original source runs now, like any prepare).
+    Returns those modules and their classes, for the safe point to wait on and the mediator to hold."""
+    namespaces: List[Any] = []
+    for finder in finders:
+        if finder is None:
+            continue
+        finder.prepared = _prepare(finder)
+        for r in finder.prepared:
+            namespaces.append(r.module)
+            namespaces.extend(v for v in list(vars(r.module).values())
+                              if isinstance(v, type) and v.__module__ == r.module.__name__)
+    return namespaces
+
+
 class RestoreImports(Op):
-    """Rollback of InstallFinder: remove the finder, and bring modules it served back to their original code."""
+    """Rollback of InstallFinder: remove the finder, and bring modules it served back to their original
+    code in place, running the bundle version's `__dynupdate_revert__` hooks on their state."""
 
     def __init__(self, finder: BundleFinder) -> None:
         self.finder = finder
-        self.done: List[Tuple[types.ModuleType, Plan, Dict[str, Any]]] = []
+        #: (module, plan back to the original, its origin fields, its namespace, the reverts run)
+        self.done: List[Tuple[types.ModuleType, Plan, Dict[str, Any], Dict[str, Any], Any]] = []
         self.dropped: List[Tuple[str, types.ModuleType]] = []
 
-    def _served(self) -> List[types.ModuleType]:
-        out = []
-        for name in self.finder.sources:
-            module = sys.modules.get(name)
-            spec = getattr(module, "__spec__", None)
-            if module is not None and getattr(spec, "loader", None) is self.finder:
-                out.append(module)
-        return out
-
     def apply(self) -> None:
-        from . import diff
-
+        restorations = self.finder.prepared
+        if restorations is None:  # not prepared before the safe point (a caller other than rollback)
+            restorations = _prepare(self.finder)
+        self.finder.prepared = None
         InstallFinder(self.finder).undo()
         try:
-            for module in self._served():
-                spec = _original_spec(module.__name__, self.finder)
-                loader = getattr(spec, "loader", None)
-                source = loader.get_source(module.__name__) if hasattr(loader, "get_source") else None
-                if source is None:  # nothing to go back to: later imports fail as they would have
+            for r in restorations:
+                module = r.module
+                if r.plan is None:  # nothing to go back to: later imports fail as they would have
                     self.dropped.append((module.__name__, module))
-                    del sys.modules[module.__name__]
+                    sys.modules.pop(module.__name__, None)
                     continue
-                mp = diff.plan_module(module.__name__, source, spec.origin or module.__name__)
                 origin = {f: vars(module).get(f, MISSING) for f in _ORIGIN_FIELDS}
-                mp.plan.apply()
-                self.done.append((module, mp.plan, origin))
-                module.__spec__, module.__loader__, module.__file__ = spec, loader, spec.origin
+                reverts = _revert_hooks(module)  # the bundle's, taken before its code goes
+                transfer = instances.EagerTransfer()
+                self.done.append((module, r.plan, origin, dict(vars(module)), transfer))
+                r.plan.apply()
+                _run_reverts(module, reverts, transfer)
+                module.__spec__, module.__loader__, module.__file__ = r.spec, r.spec.loader, r.spec.origin
                 module.__dict__.pop("__cached__", None)
         except BaseException:
             self.undo()
             raise
 
     def undo(self) -> None:
-        for module, plan, origin in reversed(self.done):
+        for module, plan, origin, namespace, transfer in reversed(self.done):
+            transfer.undo()
             plan.undo()
+            vars(module).clear()
+            vars(module).update(namespace)
             for field, value in origin.items():
                 if value is MISSING:
                     module.__dict__.pop(field, None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -328,6 +329,15 @@ class Transaction:
 
 
 _current: List[Transaction] = []
+
+
+def _after_fork_in_child() -> None:
+    """The parent's running update is not the child's (forking.py undoes it there)."""
+    _current.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager

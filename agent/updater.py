@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import (callers, diff, factories, forking, generations, history, instances, interposers, lazy, probes,
                refusals, rehearsal, report, signing, sources, transaction, veto, watchdog, wire)
-from .importer import BundleFinder, InstallFinder
+from .importer import BundleFinder, InstallFinder, prepare_restore
 from .mediator import Mediator
 from .plan import Plan, UpdateFunction
 from .safepoint import SafePoint
@@ -477,6 +477,9 @@ def _rollback(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) 
     classes = [cls for e in steps for cls in e.undo.classes]
     mediated = [fn for e in steps for fn in e.undo.mediated]
     module_dicts = [vars(m) for e in steps for m in e.undo.modules]
+    served = prepare_restore([e.undo.finder for e in steps])  # modules imported from a bundle meanwhile
+    mediated += _functions_in(served)
+    module_dicts += [vars(m) for m in served if isinstance(m, types.ModuleType)]
     functions = sum(isinstance(op, UpdateFunction) for e in steps for p in e.undo.plans for op in p.ops)
     updated: Dict[str, Any] = {"functions": functions, "classes": len(classes), "instances": 0,
                                "modules": sorted({m.__name__ for e in steps for m in e.undo.modules})}
@@ -496,6 +499,8 @@ def _rollback(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) 
             mediator.confirm()
             for _ in steps:
                 history.pop()
+        for entry in undo:  # rolled back for good: its old code and its sources (linecache) can go now
+            entry.undo = None
         tx.finish_phase()
     result.update(ok=True, version=target_version)
     return result

@@ -25,6 +25,7 @@ check and `status` skip agent threads.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, List, Optional, Set
@@ -149,6 +150,17 @@ class Job:
 
 _registry_lock = threading.Lock()
 _stuck: Set[Job] = set()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's worker threads: nothing of theirs can run late there."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _stuck.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stuck() -> List[str]:

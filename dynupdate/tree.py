@@ -194,13 +194,19 @@ def apply_step(bundle: Dict[str, Any], **kwargs: Any) -> Step:
     """Apply `bundle` to one pid; a pid whose last update is this bundle is already done."""
     def step(client: Client, on_progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
         status = client.status()
-        live = [h for h in status.get("history") or [] if not h.get("rolled_back_at")]
-        last = (live or [{}])[-1]
-        if last.get("name") == bundle["name"] and last.get("version") == bundle["version"]:
+        if _runs(status, bundle["name"], bundle["version"]):
             return {"ok": True, "pid": client.pid, "version": status.get("version"),
                     "previous_version": status.get("version"), "already": True}
         return client.apply(bundle, on_progress=on_progress, **kwargs)
     return step
+
+
+def _runs(status: Dict[str, Any], name: str, version: str) -> bool:
+    """Whether the process runs this bundle now: its version, and its latest update still in
+    effect (history entries that were rolled back stay listed, marked `rolled_back_at`)."""
+    live = [h for h in status.get("history") or [] if not h.get("rolled_back_at")]
+    last = live[-1] if live else {}
+    return status.get("version") == version and last.get("name") == name and last.get("version") == version
 
 
 def rollback_step(to: Optional[str], timeout: float, hook_timeout: Optional[float] = None) -> Step:
@@ -270,8 +276,8 @@ class Rollout:
             self.master_changed = not already
             self.master_previous = result.get("previous_version")
             self.master_version = result.get("version")
-        # a worker forked from the master after this run changed it was changed by this run too
-        born_changed = already and self.master_changed and role != "master"
+        # a worker forked from the master after this run updated it was updated by this run too
+        born_changed = already and self.master_changed and role != "master" and self.action == "apply"
         if not already or born_changed:
             self.changed.append(pid)
         row = dict(update_json(result, pid), role=role, outcome="already" if already else "done")
@@ -436,8 +442,6 @@ def run_cli(action: str, master: int, step: Step, options: RolloutOptions, *, as
     from . import render
     from .attach import connect
 
-    done: List[str] = []
-
     def notify(message: str) -> None:
         if not as_json:
             render.err.print(f"  {escape(message)}", markup=True)
@@ -446,11 +450,13 @@ def run_cli(action: str, master: int, step: Step, options: RolloutOptions, *, as
 
     def on_progress(pid: int, role: str, event: Dict[str, Any]) -> None:
         if status_line is not None:
-            status_line.update(escape(f"{action} tree of {master} · {len(done)} done · waiting on {role} {pid}: "
-                                      f"{render.describe_progress(event)}"))
+            finished = [p for p, row in rollout.rows.items() if row.get("outcome") in ("done", "already")]
+            status_line.update(escape(f"{action} tree of {master} · done: {' '.join(map(str, finished)) or '-'} · "
+                                      f"waiting on {role} {pid}: {render.describe_progress(event)}"))
 
     def connect_one(pid: int) -> Client:
-        done.append(str(pid))
+        if status_line is not None:
+            status_line.update(escape(f"{action} tree of {master} · connecting to {pid}…"))
         return connect(pid, notify=notify)[0]
 
     rollout = Rollout(master, action, step, options, connect=connect_one, timeout=timeout, notify=notify,

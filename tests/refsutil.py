@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 from conftest import ROOT, TARGETS, dynupdate_json
 
+from dynupdate_agent import signing
+
 REFS_SERVER = TARGETS / "refs_app" / "server.py"
 REFS_V2 = str(ROOT / "tests" / "bundles" / "refs_v2")
 
@@ -74,5 +76,16 @@ class Pending:
         return self.value
 
 
-def start_app(start) -> App:
-    return App(start([sys.executable, "-m", "dynupdate", "run", str(REFS_SERVER)]))
+def start_app(start, python: Optional[str] = None) -> App:
+    """Start refs_app under `dynupdate run` (with another interpreter if `python` is given)."""
+    program = ["--", python, str(REFS_SERVER)] if python else [str(REFS_SERVER)]
+    return App(start([sys.executable, "-m", "dynupdate", "run", *program]))
+
+
+def raw_bundle(module: str, source: str = "X = 1\n") -> dict:
+    """The bundle as the CLI would send it, built without the CLI's validation."""
+    manifest = f'name = "sys-{module}"\nversion = "9"\n[modules]\n"{module}" = "m.py"\n'
+    return {"name": f"sys-{module}", "version": "9", "description": "", "requires": None, "lazy": False,
+            "manifest": manifest, "signature": None,
+            "modules": [{"name": module, "file": "m.py", "source": source,
+                         "sha256": signing.digest(source.encode())}]}

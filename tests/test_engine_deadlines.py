@@ -544,3 +544,25 @@ def test_an_update_whose_held_calls_ran_past_the_mediator_deadline_does_not_comm
     with pytest.raises(UpdateError) as caught:
         tx.ready_to_commit("the test")
     assert caught.value.kind == "HookTimeout" and "held calls" in caught.value.message
+
+
+def test_a_forked_child_inherits_no_stuck_hook():
+    """Pre-fork servers fork at any time: a worker must not refuse updates for its parent's stuck hook."""
+    from dynupdate_agent import watchdog
+
+    gate = threading.Event()
+    job = watchdog.Job(lambda: gate.wait(30), lambda: "a hook stuck in the parent")
+    with pytest.raises(watchdog.Expired):
+        watchdog.run(job, time.monotonic() + 0.1, lambda: None, 0.05)
+    assert watchdog.stuck()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            os._exit(0 if not watchdog.stuck() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the child inherited the stuck hook"
+    finally:
+        job.after_undo()
+        gate.set()
+        assert job.done.wait(5)
+    assert not watchdog.stuck()

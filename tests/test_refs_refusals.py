@@ -12,13 +12,12 @@ import textwrap
 import pytest
 
 from conftest import dynupdate, dynupdate_json
-from refsutil import App, start_app
+from refsutil import App, raw_bundle, start_app
 from shoputil import attach_module_output  # noqa: F401
 from shoputil import start_module_target  # noqa: F401  (a fixture, used by name)
 
 from dynupdate import errors
 from dynupdate.client import Client
-from dynupdate_agent import signing
 
 pytestmark = pytest.mark.usefixtures("attach_module_output")
 
@@ -36,15 +35,6 @@ def write_bundle(folder, module: str, source: str = "X = 1\n") -> str:
     (folder / "patch.toml").write_text(f'name = "sys-{module}"\nversion = "9"\n[modules]\n"{module}" = "m.py"\n')
     (folder / "m.py").write_text(source)
     return str(folder)
-
-
-def raw_bundle(module: str, source: str = "X = 1\n") -> dict:
-    """The bundle as the CLI would send it, built without the CLI's validation."""
-    manifest = f'name = "sys-{module}"\nversion = "9"\n[modules]\n"{module}" = "m.py"\n'
-    return {"name": f"sys-{module}", "version": "9", "description": "", "requires": None, "lazy": False,
-            "manifest": manifest, "signature": None,
-            "modules": [{"name": module, "file": "m.py", "source": source,
-                         "sha256": signing.digest(source.encode())}]}
 
 
 @pytest.mark.parametrize("module", STDLIB + NEVER)

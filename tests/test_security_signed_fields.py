@@ -49,7 +49,8 @@ def three(tmp_path_factory):
         (folder / "items.py").write_text(fh.read())
     (folder / "extra1.py").write_text(EXTRA.format(n=1))
     (folder / "extra2.py").write_text(EXTRA.format(n=2))
-    (folder / "patch.toml").write_text('name = "rel-three"\nversion = "3m"\nrequires = "base"\n[modules]\n'
+    (folder / "patch.toml").write_text('name = "rel-three"\nversion = "3m"\nrequires = "base"\n'
+                                       'new_modules = ["relapp.extra1", "relapp.extra2"]\n[modules]\n'
                                        '"relapp.items" = "items.py"\n"relapp.extra1" = "extra1.py"\n'
                                        '"relapp.extra2" = "extra2.py"\n')
     return str(folder)

@@ -11,6 +11,9 @@ def greet():
 
 def slow():
     """A long request: its worker is inside the code an update replaces for a while."""
+    mark = os.environ.get("PF_SLOW_MARK")
+    if mark:
+        open(mark, "w").close()  # tells the test this worker is inside slow() now
     time.sleep(4)
     return "slow-v2"
 

@@ -1,6 +1,7 @@
 """The module the tests patch: version 2."""
+import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from refsapp.deco import logged
 
@@ -28,6 +29,15 @@ def price(amount):
     return amount * 2
 
 
+@functools.lru_cache(maxsize=None)
+def rate(units):
+    return units * 100
+
+
+def tax(units):                                 # no longer cached
+    return units + 2
+
+
 @dataclass
 class Point:
     x: int
@@ -35,7 +45,21 @@ class Point:
     z: int = 0                                      # a new field
 
 
+@dataclass
+class Order:
+    oid: int
+    lines: dict = field(default_factory=dict)
+
+
 def slow():
     ENTERED.set()
     GATE.wait(120)
     return "slow v2"
+
+
+
+def __dynupdate_revert__(new):
+    from refsapp.deco import CALLS  # runs after the rollback restored the old globals
+
+    if CALLS.get("fail_revert"):  # a test sets it to make a rollback fail (and be undone)
+        raise RuntimeError("revert refused by the test")

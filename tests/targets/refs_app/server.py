@@ -1,6 +1,6 @@
 """Test target for the reference rules (issue 8 item 3): a threaded HTTP server.
 
-GET /eval?expr=EXPR evaluates EXPR with `svc`, `holders`, `deco`, `tiny`,
+GET /eval?expr=EXPR evaluates EXPR with `svc`, `holders`, `deco`, `tiny`, `other`,
 `probe` and the modules named in $REFS_IMPORT (found on $REFS_EXTRA_PATH) in
 scope and answers {"value": ...} (repr() of anything JSON cannot carry), or
 HTTP 500 {"error": ...}. Test-only: it listens on 127.0.0.1 and an ephemeral
@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from refsapp import deco, holders, svc, tiny  # noqa: E402
+from refsapp import deco, holders, other, svc, tiny  # noqa: E402
 
 for extra in filter(None, os.environ.get("REFS_EXTRA_PATH", "").split(os.pathsep)):
     sys.path.append(extra)
@@ -24,11 +24,12 @@ extra_modules = {name: __import__(name) for name in filter(None, os.environ.get(
 
 
 def held_calls():
-    """Threads parked at the mediator's entry right now (seen from their stacks)."""
+    """Application threads inside the mediator right now (parked at a held call's entry)."""
+    agent = {t.ident for t in threading.enumerate() if t.name.startswith("dynupdate")}
     count = 0
-    for frame in sys._current_frames().values():
-        while frame is not None:
-            if frame.f_code.co_filename.endswith("mediator.py") and frame.f_code.co_name == "_call":
+    for ident, frame in sys._current_frames().items():
+        while frame is not None and ident not in agent:
+            if frame.f_code.co_filename.endswith("mediator.py"):
                 count += 1
                 break
             frame = frame.f_back
@@ -68,7 +69,8 @@ class Handler(BaseHTTPRequestHandler):
         status, body = 404, {"error": "unknown path"}
         if url.path == "/eval":
             try:
-                scope = {"svc": svc, "holders": holders, "deco": deco, "tiny": tiny, "probe": probe, "sys": sys,
+                scope = {"svc": svc, "holders": holders, "deco": deco, "tiny": tiny, "other": other, "probe": probe,
+                         "sys": sys,
                          **extra_modules}
                 status, body = 200, {"value": jsonable(eval(query["expr"], scope))}
             except Exception as exc:

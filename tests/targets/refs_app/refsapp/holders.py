@@ -8,3 +8,5 @@ MAKE = svc.Greeter.make               # a bound classmethod
 PRICE = svc.price                     # the wrapper made by deco.logged
 PRICE_INNER = svc.price.__wrapped__   # what functools.wraps recorded
 POINT = svc.Point(1, 2)
+RATE = svc.rate                       # an lru_cache object (not a function) around svc's code
+TAX = svc.tax                         # an lru_cache object the next version drops

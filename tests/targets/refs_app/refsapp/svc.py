@@ -1,6 +1,7 @@
 """The module the tests patch (tests/bundles/refs_v2/svc.py is its next version)."""
+import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from refsapp.deco import logged
 
@@ -29,10 +30,26 @@ def price(amount):
     return amount * 1
 
 
+@functools.lru_cache(maxsize=None)
+def rate(units):
+    return units * 10
+
+
+@functools.lru_cache(maxsize=None)
+def tax(units):
+    return units + 1
+
+
 @dataclass
 class Point:
     x: int
     y: int
+
+
+@dataclass
+class Order:
+    oid: int
+    lines: list = field(default_factory=list)
 
 
 def slow():
