@@ -177,7 +177,7 @@ def dispatch(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     from . import updater
 
     if kind == "apply":
-        return updater.handle_apply(request, peer)
+        return updater.handle_apply(request, peer, signing_key())
     if kind == "rollback":
-        return updater.handle_rollback(request, peer)
+        return updater.handle_rollback(request, peer, signing_key())
     return wire.error_reply("ProtocolError", f"unknown request type {kind!r}")

@@ -16,12 +16,15 @@ def _pending(cls: type) -> int:
 
 
 def status(agent: Dict[str, Any]) -> Dict[str, Any]:
+    from . import transaction  # answers while an update runs, or while an abandoned hook is stuck
+
     return {
         "ok": True,
         "pid": os.getpid(),
         "version": history.current_version(),
         "history": history.describe(),
         "generation": generations.current(),
+        "update": transaction.status(),
         "threads": generations.snapshot(),
         "tasks": generations.task_summary(),
         "factories": [

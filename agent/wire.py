@@ -94,6 +94,8 @@ REQUESTS: Dict[str, Tuple[Field, ...]] = {
         Field("bundle", (dict,)),
         Field("lazy", _OPT_BOOL, required=False, signed=True),
         Field("timeout", _NUMBER, required=False),
+        # bounds user code (module bodies; swap + transfer hooks); not signed: it only makes an update fail sooner
+        Field("hook_timeout", _NUMBER, required=False),
         Field("dry_run", _BOOL, required=False),
         Field("allow_stdlib", _OPT_BOOL, required=False, signed=True),
         # a rehearsal can only refuse more, never change what lands: not signed
@@ -102,6 +104,7 @@ REQUESTS: Dict[str, Tuple[Field, ...]] = {
     "rollback": (
         Field("to", _OPT_STR, required=False),
         Field("timeout", _NUMBER, required=False),
+        Field("hook_timeout", _NUMBER, required=False),
     ),
     # live probes; a target that requires signed bundles requires `signature` on add (see agent/probes.py)
     "probe": (
@@ -126,7 +129,12 @@ UPDATED_KEYS = ("functions", "classes", "instances", "modules")
 #: keys of every error object: `{"type", "message", "traceback"}`
 ERROR_KEYS = ("type", "message", "traceback")
 #: keys of `status --json` and of its nested rows
-STATUS_KEYS = ("pid", "version", "generation", "history", "threads", "tasks", "factories", "probes", "agent")
+STATUS_KEYS = ("pid", "version", "generation", "history", "update", "threads", "tasks", "factories", "probes",
+               "agent")
+#: `status --json` "update": the running update (or None) and abandoned hooks that have not returned
+UPDATE_KEYS = ("running", "stuck")
+#: `update.running` while an update runs (`running`: the hook and instance being run, or None)
+RUNNING_UPDATE_KEYS = ("action", "bundle", "phase", "seconds", "running", "held")
 HISTORY_KEYS = ("name", "version", "applied_at", "rolled_back_at")
 THREAD_KEYS = ("id", "name", "generation", "in_activity")
 FACTORY_KEYS = ("class", "instances", "pending")

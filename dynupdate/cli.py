@@ -68,6 +68,10 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.01, max=86400), default=10.0,
                               show_default=True, callback=_finite,
                               help="Seconds to wait for a safe point before giving up (exit 4, nothing changed).")
+hook_timeout_option = click.option(
+    "--hook-timeout", type=click.FloatRange(min=0.01, max=86400), default=None,
+    help="Seconds the new module bodies, and separately the swap with every state transfer hook, may take "
+         "(default 10); past it the update is undone, held calls continue on the old code (exit 1, HookTimeout).")
 allow_stdlib_option = click.option("--allow-stdlib", is_flag=True,
                                    help="Allow patching standard-library modules (refused by default; "
                                         "the agent's own modules and msgpack are never allowed).")
@@ -373,6 +377,7 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
 @click.option("--lazy", is_flag=True, default=None,
               help="Transfer each instance's state on its first use instead of during the update.")
 @timeout_option
+@hook_timeout_option
 @click.option("--dry-run", is_flag=True, help="Prepare and check everything in the target, report, change nothing.")
 @click.option("--rehearse", is_flag=True,
               help="First run the whole update on a forked copy of the target; apply only if it passed.")
@@ -383,8 +388,8 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
 @tree_option
 @rollout_options
 @verbose_option
-def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: bool, rehearse: bool,
-          rehearse_only: bool, key_file: Optional[str], allow_stdlib: bool, as_json: bool, tree: bool,
+def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, hook_timeout: Optional[float], dry_run: bool,
+          rehearse: bool, rehearse_only: bool, key_file: Optional[str], allow_stdlib: bool, as_json: bool, tree: bool,
           rollout: Any, verbose: bool) -> None:
     """Apply a patch bundle to a running process at a safe point.
 
@@ -416,23 +421,24 @@ def apply(pid: int, bundle: str, lazy: Optional[bool], timeout: float, dry_run: 
     if tree:
         _set_json(False, "tree", pid)  # the tree prints its own JSON object
         step = tree_mod.apply_step(loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, allow_stdlib=allow_stdlib,
-                                   rehearse=mode)
+                                   rehearse=mode, hook_timeout=hook_timeout)
         return tree_mod.run_cli("apply", pid, step, rollout, as_json=as_json, timeout=timeout)
     _run_update(pid, as_json, "apply", lambda c, p: c.apply(
         loaded, lazy=lazy, timeout=timeout, dry_run=dry_run, on_progress=p, allow_stdlib=allow_stdlib,
-        rehearse=mode), verbose)
+        rehearse=mode, hook_timeout=hook_timeout), verbose)
 
 
 @cli.command()
 @pid_option
 @click.option("--to", "to_version", default=None, help="Roll back every update after this version.")
 @timeout_option
+@hook_timeout_option
 @json_option
 @tree_option
 @rollout_options
 @verbose_option
-def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool, tree: bool, rollout: Any,
-             verbose: bool) -> None:
+def rollback(pid: int, to_version: Optional[str], timeout: float, hook_timeout: Optional[float], as_json: bool,
+             tree: bool, rollout: Any, verbose: bool) -> None:
     """Undo the last update (or all updates back to --to VERSION; a no-op if already there).
 
     \b
@@ -444,7 +450,7 @@ def rollback(pid: int, to_version: Optional[str], timeout: float, as_json: bool,
     from . import tree as tree_mod
 
     tree_mod.require_tree(tree, rollout)
-    step = tree_mod.rollback_step(to_version, timeout)
+    step = tree_mod.rollback_step(to_version, timeout, hook_timeout)
     if tree:
         _set_json(False, "tree", pid)  # the tree prints its own JSON object
         return tree_mod.run_cli("rollback", pid, step, rollout, as_json=as_json, timeout=timeout)
@@ -659,6 +665,10 @@ def status_json(data: Dict[str, Any]) -> Dict[str, Any]:
 
     obj = pick(data, wire.STATUS_KEYS)
     obj["history"] = rows(data.get("history"), wire.HISTORY_KEYS)
+    update: Dict[str, Any] = data["update"] if isinstance(data.get("update"), dict) else {}
+    running, stuck = update.get("running"), update.get("stuck")
+    obj["update"] = {"running": pick(running, wire.RUNNING_UPDATE_KEYS) if isinstance(running, dict) else None,
+                     "stuck": [str(s) for s in stuck] if isinstance(stuck, list) else []}
     obj["threads"] = [dict(t, in_activity=bool(t["in_activity"])) for t in rows(data.get("threads"), wire.THREAD_KEYS)]
     obj["factories"] = [dict(f, pending=f["pending"] or 0) for f in rows(data.get("factories"), wire.FACTORY_KEYS)]
     obj["agent"] = pick(data.get("agent"), wire.STATUS_AGENT_KEYS)

@@ -152,23 +152,30 @@ class Client:
 
     def apply(self, bundle: Dict[str, Any], *, lazy: Optional[bool] = None, timeout: float = 10.0,
               dry_run: bool = False, on_progress: Optional[ProgressCallback] = None,
-              allow_stdlib: bool = False, rehearse: Optional[str] = None) -> Dict[str, Any]:
+              allow_stdlib: bool = False, rehearse: Optional[str] = None,
+              hook_timeout: Optional[float] = None) -> Dict[str, Any]:
         """Apply a loaded bundle (see dynupdate.bundle.load_bundle).
 
         `rehearse`: "first" runs the update on a forked copy before the real one,
-        "only" stops after the rehearsal.
+        "only" stops after the rehearsal. `hook_timeout` bounds the new module
+        bodies and, separately, the swap with its state transfer (agent default 10 s).
         """
         extra: Dict[str, Any] = {"allow_stdlib": True} if allow_stdlib else {}  # sent only when asked for
         if rehearse:
             extra["rehearse"] = rehearse
+        if hook_timeout is not None:
+            extra["hook_timeout"] = float(hook_timeout)
+        hooks = 2 * (hook_timeout or 10.0)
         return self.request("apply", bundle=bundle, lazy=lazy, timeout=float(timeout), dry_run=dry_run,
-                            on_progress=on_progress, io_timeout=timeout + 60 + (timeout + 30 if rehearse else 0),
-                            **extra)
+                            on_progress=on_progress,
+                            io_timeout=timeout + hooks + 60 + (timeout + hooks + 30 if rehearse else 0), **extra)
 
     def rollback(self, *, to: Optional[str] = None, timeout: float = 10.0,
-                 on_progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
+                 on_progress: Optional[ProgressCallback] = None,
+                 hook_timeout: Optional[float] = None) -> Dict[str, Any]:
+        extra = {} if hook_timeout is None else {"hook_timeout": float(hook_timeout)}
         return self.request("rollback", to=to, timeout=float(timeout), on_progress=on_progress,
-                            io_timeout=timeout + 60)
+                            io_timeout=timeout + 2 * (hook_timeout or 10.0) + 60, **extra)
 
     def probe(self, action: str, **fields: Any) -> Dict[str, Any]:
         """A live-probe request: action add (probe=spec, signature), list, show (probe_id, since), remove (ids)."""

@@ -91,6 +91,18 @@ class Busy(RemoteError):
     """Another update or rollback is running in the target."""
 
 
+class HookStuck(Busy):
+    """An abandoned update's hook has not returned yet; updates are refused until it does."""
+
+
+class HookTimeout(RemoteError):
+    """A hook or new module body did not finish within --hook-timeout; the update was undone."""
+
+
+class UndoFailed(RemoteError):
+    """The update failed and undoing it failed too; the message lists what was not undone."""
+
+
 class SafePointTimeout(RemoteError):
     """No safe point within --timeout; the update was abandoned, nothing changed."""
 
@@ -103,7 +115,8 @@ class Interrupted(DynupdateError):
     exit_code = 130
 
 
-_REMOTE_TYPES = {"Busy": Busy, "SafePointTimeout": SafePointTimeout}
+_REMOTE_TYPES = {"Busy": Busy, "SafePointTimeout": SafePointTimeout, "HookStuck": HookStuck,
+                 "HookTimeout": HookTimeout, "UndoFailed": UndoFailed}
 
 
 def from_remote(error: Dict[str, Any], result: Optional[Dict[str, Any]] = None) -> RemoteError:

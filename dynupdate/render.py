@@ -143,6 +143,19 @@ def error(exc: Exception, verbose: bool = False) -> None:
             err.print(line(("hint:", "yellow"), " ", txt(exc.hint, multiline=True)))
 
 
+def _update_state(update: Dict[str, Any]) -> None:
+    """The running update and any stuck hook (target strings: printed as text, never markup)."""
+    running = update.get("running")
+    if running:
+        doing = f", running {running.get('running')}" if running.get("running") else ""
+        out.print(f"update in progress: {running.get('action')} {running.get('bundle')!r}, phase "
+                  f"{running.get('phase')}{doing}, {running.get('seconds')}s, {running.get('held')} call(s) held",
+                  markup=False, highlight=False)
+    for stuck in update.get("stuck") or []:
+        out.print(f"stuck hook (updates refused until it returns): {stuck}", markup=False, highlight=False,
+                  style="red")
+
+
 def status(data: Dict[str, Any]) -> None:
     data = _dict(data)
     agent = _dict(data.get("agent"))
@@ -150,6 +163,7 @@ def status(data: Dict[str, Any]) -> None:
                    txt(data.get("version"), "bold green"), f"  generation {clean(data.get('generation'))}"))
     out.print(line("agent ", txt(agent.get("version")), " on Python ", txt(agent.get("python")),
                    f", started {_when(agent.get('started_at'))}, socket ", txt(agent.get("socket"))))
+    _update_state(data.get("update") or {})
     hist = Table(title="Version history", title_justify="left")
     for col in ("#", "version", "bundle", "applied at", "rolled back at"):
         hist.add_column(col)

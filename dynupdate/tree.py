@@ -213,7 +213,7 @@ def _runs(status: Dict[str, Any], name: str, version: str) -> bool:
     return status.get("version") == version and last.get("name") == name and last.get("version") == version
 
 
-def rollback_step(to: Optional[str], timeout: float) -> Step:
+def rollback_step(to: Optional[str], timeout: float, hook_timeout: Optional[float] = None) -> Step:
     """Roll one pid back (to `to`); a pid already at `to` is already done."""
     def step(client: Client, on_progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
         if to is not None:
@@ -221,7 +221,7 @@ def rollback_step(to: Optional[str], timeout: float) -> Step:
             if version == to:
                 return {"ok": True, "pid": client.pid, "version": version, "previous_version": version,
                         "already": True}
-        return client.rollback(to=to, timeout=timeout, on_progress=on_progress)
+        return client.rollback(to=to, timeout=timeout, on_progress=on_progress, hook_timeout=hook_timeout)
     return step
 
 

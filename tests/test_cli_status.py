@@ -29,7 +29,9 @@ def _instances(data: dict) -> dict:
 def test_status_json_shape_is_exactly_the_published_one(start_target, runtime_env):
     t, _ = _start(start_target, runtime_env)
     data = _status(t.pid, runtime_env)
-    assert set(data) == {"pid", "version", "history", "generation", "threads", "tasks", "factories", "probes", "agent"}
+    assert set(data) == {"pid", "version", "history", "generation", "update", "threads", "tasks", "factories",
+                         "probes", "agent"}
+    assert data["update"] == {"running": None, "stuck": []}
     assert data["pid"] == t.pid
     assert data["version"] == "base"
     assert isinstance(data["generation"], int)
