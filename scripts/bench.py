@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attach import attach_stall  # noqa: E402
 import bench_support as bs  # noqa: E402
 
 from dynupdate.bundle import load_bundle  # noqa: E402
@@ -558,6 +559,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "attach" in sections:
             note("attach vs pyrasite")
             result.update(bench_attach(tmp, 1 if quick else 3))
+            attach_stall(result, 1 if quick else 3)
         if "load" in sections:
             note("load")
             result.update(bench_load(tmp, 1.0 if quick else 2.5))

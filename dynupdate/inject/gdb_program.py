@@ -159,13 +159,16 @@ def backtrace(thread):
 
 def sample(inferior):
     """[(lwp, state, names)] for every thread, and the gdb thread objects by lwp."""
-    states, by_lwp = [], {}
+    states, by_lwp, took = [], {}, []
     for thread in sorted(inferior.threads(), key=lambda t: t.num):
+        start = time.monotonic()
         names, syscall = backtrace(thread)
+        took.append(round((time.monotonic() - start) * 1e3, 1))
         lwp = thread.ptid[1]
         by_lwp[lwp] = thread
         states.append((lwp, threads.classify_names(names, syscall), names))
-    RESULT["threads"] = [{"lwp": lwp, "state": state, "frames": names[:12]} for lwp, state, names in states]
+    RESULT["threads"] = [{"lwp": lwp, "state": state, "frames": names[:12], "ms": ms}
+                         for (lwp, state, names), ms in zip(states, took)]
     return states, by_lwp
 
 
