@@ -67,6 +67,7 @@ class Probe:
 def _one_round(python: str, quiet_s: float) -> Dict[str, Any]:
     proc = subprocess.Popen([python, str(TARGET)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
+        assert proc.stdout is not None
         port = int(proc.stdout.readline().split()[1])
         probe = Probe(port)
         try:

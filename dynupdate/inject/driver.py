@@ -469,7 +469,7 @@ def inject(pid: int, code: str, *, timeout: float = 15.0) -> None:
         result = _run_gdb(gdb, pid, source, work, deadline)
         _log.debug("gdb result for pid %d: %s", pid, json.dumps(result))
         if not result.get("ok"):
-            reason = result.get("reason") if result.get("reason") in REASONS else "failed"
+            reason = str(result.get("reason")) if result.get("reason") in REASONS else "failed"
             message = result.get("message") or "unknown error"
             hints = {
                 "no-safe-thread": "; retry when the program is less busy, or start it with `dynupdate run`",
