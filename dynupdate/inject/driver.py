@@ -12,7 +12,14 @@ nested wait deadlocks the target for good; if gdb is killed during a call the
 target dies on the dummy return breakpoint; and on a stripped interpreter the
 unresolved symbols make it silently run nothing. What we do instead:
 
-* **Thread choice.** Every thread is classified from its backtrace, using only
+* **Checks first, from /proc only.** Gone, zombie, non-Python and CPython < 3.9
+  targets (``unsupported-python``) are refused before gdb is started; so is a
+  ptrace that would be refused (with the fix in the message).
+* **A short stop.** The gdb program (gdb_program.py) loads the target's
+  symbol files before it attaches (symbols.py), and when no thread is at a
+  safe point it detaches, lets the target run and samples again until the
+  deadline, instead of giving up on the first sample.
+* **Thread choice** (threads.py). Every thread is classified from its backtrace, using only
   names that exist without debug info (libc's and libpython's dynamic
   symbols). A thread is *safe* when it is blocked in a known syscall
   (``clock_nanosleep``, ``sem_clockwait``, ``accept4``, ``epoll_wait``, ...)
@@ -36,7 +43,7 @@ unresolved symbols make it silently run nothing. What we do instead:
   interpreters work (``nm -D python3.11`` exports all we need).
 * **Never kill gdb inside a call.** gdb runs in its own session (no terminal
   ^C), with stdin from /dev/null and output to a file (so the death of this
-  process cannot SIGPIPE it). The gdb script holds an ``flock`` on a lock file
+  process cannot SIGPIPE it). The gdb program holds an ``flock`` on a lock file
   for the whole inferior-call sequence. On timeout we take that lock without
   blocking: if we get it, gdb is between calls and is terminated (then the
   target gets a SIGCONT in case an attach stop was still pending); if not, gdb
@@ -49,8 +56,10 @@ unresolved symbols make it silently run nothing. What we do instead:
   ``exec(<wrapper>, {fresh dict})``; the wrapper ``exec``s `code` in another
   fresh dict, catches every exception (so a pending call always returns 0 and
   ``SystemExit`` cannot end the target) and writes ``ok`` or the error into a
-  status file made for the target inside ``/proc/PID/root/tmp`` (so it also
-  works across mount namespaces). sys.path and sys.modules are not touched.
+  status file that we made for the target in a folder we own inside
+  ``/proc/PID/root/tmp`` (so it also works across mount namespaces) and read
+  back without following links (folders.py). sys.path and sys.modules are not
+  touched.
 
 Side effects to know about: a target thread interrupted by the attach while
 blocked in a syscall (``epoll_wait``, ``accept``, ``sleep``, ...) may see
