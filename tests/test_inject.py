@@ -133,11 +133,22 @@ def test_twenty_cpu_bound_targets(tmp_path):
 
 
 def test_all_threads_cpu_bound(tmp_path, caplog):
-    """No thread blocked anywhere: the code goes through a pending call run by the main thread."""
-    caplog.set_level(logging.DEBUG)
-    cpu_case(str(tmp_path), mode="spin", nthreads=2)
-    # usually the pending-call path; a thread caught inside a syscall may make it sync
-    assert '"mode": "pending"' in caplog.text or '"mode": "sync"' in caplog.text
+    """No thread ever in a system call (all spin on a flag): the code must go through a pending call
+    run by the main thread, exactly once, and the target keeps running until told to stop."""
+    caplog.set_level(logging.DEBUG, logger="dynupdate.inject.driver")
+    marker = str(tmp_path / "marker")
+    target = Target([sys.executable, os.path.join(TARGETS, "inj_spin_pure.py"), "2"])
+    try:
+        inj.inject(target.pid, marker_code(marker), timeout=20)
+        assert '"mode": "pending"' in caplog.text
+        assert '"mode": "sync"' not in caplog.text
+        assert marker_lines(marker) == 1
+        assert target.proc.poll() is None
+        inj.inject(target.pid, "__import__('sys').modules['__main__'].STOP[0] = True", timeout=20)
+        assert target.wait_exit(15) == 0
+        assert marker_lines(marker) == 1
+    finally:
+        target.close()
 
 
 @pytest.mark.skipif(not os.path.exists(DEBIAN_PY), reason="no Debian python3.11")
