@@ -118,3 +118,22 @@ def test_old_python_refused_before_injection(minor, bundles):
         assert target.alive()
     finally:
         target.stop()
+
+
+@pytest.mark.parametrize("minor", ["3.6", "3.8"])
+def test_old_python_under_run_says_unsupported_not_syntaxerror(minor, tmp_path):
+    """`dynupdate run` on an old interpreter: the bootstrap logs "unsupported Python X.Y" (no SyntaxError
+    from the agent's sources) and the program itself still runs."""
+    python = interpreter(minor)
+    if python is None:
+        pytest.skip(f"CPython {minor} is not installed under {PYENV}")
+    app = tmp_path / "old_app.py"
+    app.write_text("import sys, time\nsys.stdout.write('READY 0\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
+    target = Target([sys.executable, "-m", "dynupdate", "run", "--", python, str(app)],
+                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        target.ready_value("READY", 60)
+        assert f"unsupported Python {minor}" in target.output()
+        assert "SyntaxError" not in target.output()
+    finally:
+        target.stop()

@@ -157,18 +157,28 @@ def backtrace(thread):
     return names, first is not None and in_syscall(first)
 
 
-def sample(inferior):
-    """[(lwp, state, names)] for every thread, and the gdb thread objects by lwp."""
+def sample(inferior, main_lwp):
+    """[(lwp, state, names)] and the gdb thread objects by lwp.
+
+    The main thread is looked at first: when it is safe (a server blocked in
+    accept/poll/epoll, the usual case) the others cannot change the choice,
+    so their stacks are not walked and the stop stays short however many
+    threads the target has.
+    """
     states, by_lwp, took = [], {}, []
-    for thread in sorted(inferior.threads(), key=lambda t: t.num):
+    ordered = sorted(inferior.threads(), key=lambda t: (t.ptid[1] != main_lwp, t.num))
+    for thread in ordered:
         start = time.monotonic()
         names, syscall = backtrace(thread)
         took.append(round((time.monotonic() - start) * 1e3, 1))
         lwp = thread.ptid[1]
         by_lwp[lwp] = thread
         states.append((lwp, threads.classify_names(names, syscall), names))
+        if lwp == main_lwp and states[-1][1] == "safe":
+            break
     RESULT["threads"] = [{"lwp": lwp, "state": state, "frames": names[:12], "ms": ms}
                          for (lwp, state, names), ms in zip(states, took)]
+    RESULT["threads_total"] = len(ordered)
     return states, by_lwp
 
 
@@ -247,7 +257,7 @@ def main():
                 checked = True
                 mark("checked")
             phase("classify")
-            states, by_lwp = sample(gdb.selected_inferior())
+            states, by_lwp = sample(gdb.selected_inferior(), pid)
             mark("classified")
             RESULT["samples"] += 1
             mode, lwp = threads.choose(states, pid)
