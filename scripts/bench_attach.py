@@ -1,6 +1,6 @@
 """The stall a client of the target feels while `dynupdate attach` injects the agent (issue #14).
 
-    python scripts/bench_attach.py [--rounds N] [--python PYTHON]   # alone, prints JSON
+    python scripts/bench_attach.py [--rounds N] [--python PYTHON] [--target threaded|uvicorn]  # prints JSON
     scripts/bench.py calls attach_stall(result) in its "attach" section -> key stall_ms.attach
 
 Each round starts a fresh plain threaded HTTP target (bench_targets/attach_http_target.py,
@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_support as bs  # noqa: E402
 
-TARGET = bs.TARGETS / "attach_http_target.py"
+TARGETS = {"threaded": bs.TARGETS / "attach_http_target.py", "uvicorn": bs.TARGETS / "attach_uvicorn_target.py"}
 
 
 class Probe:
@@ -64,8 +64,8 @@ class Probe:
         self._thread.join(30)
 
 
-def _one_round(python: str, quiet_s: float) -> Dict[str, Any]:
-    proc = subprocess.Popen([python, str(TARGET)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+def _one_round(python: str, quiet_s: float, target: str) -> Dict[str, Any]:
+    proc = subprocess.Popen([python, str(TARGETS[target])], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline().split()[1])
@@ -91,12 +91,12 @@ def _one_round(python: str, quiet_s: float) -> Dict[str, Any]:
 
 
 def attach_stall(result: Dict[str, Any], rounds: int = 3, python: Optional[str] = None,
-                 quiet_s: float = 1.0) -> Dict[str, Any]:
+                 quiet_s: float = 1.0, target: str = "threaded") -> Dict[str, Any]:
     """Set result["stall_ms"]["attach"] (largest stall in ms over the rounds) and result["attach_stall_detail"]."""
-    runs = [_one_round(python or sys.executable, quiet_s) for _ in range(rounds)]
+    runs = [_one_round(python or sys.executable, quiet_s, target) for _ in range(rounds)]
     good = [r["stall_ms"] for r in runs if r["ok"] and r["stall_ms"] is not None]
     result.setdefault("stall_ms", {})["attach"] = max(good) if good else None
-    result["attach_stall_detail"] = {"python": python or sys.executable, "rounds": runs, "median_ms": bs.median(good),
+    result["attach_stall_detail"] = {"python": python or sys.executable, "target": target, "rounds": runs, "median_ms": bs.median(good),
                                      "baseline_max_ms": max((r["baseline_ms"] or 0) for r in runs)}
     return result
 
@@ -105,8 +105,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--python", help="interpreter of the target (default: this one)")
+    parser.add_argument("--target", choices=sorted(TARGETS), default="threaded",
+                        help="threaded: http.server ThreadingHTTPServer (default); uvicorn: asyncio, one thread")
     args = parser.parse_args()
-    print(json.dumps(attach_stall({}, args.rounds, args.python), indent=2))
+    print(json.dumps(attach_stall({}, args.rounds, args.python, target=args.target), indent=2))
     return 0
 
 
