@@ -101,3 +101,19 @@ def test_injection_without_preloaded_symbols_still_works(sleeper, tmp_path, monk
     driver.inject(sleeper.pid, f"open({marker!r}, 'w').write('ran')")
     assert open(marker).read() == "ran"
     assert seen["preloaded"] is False and seen["ok"] is True
+
+
+def test_load_bias_check_on_real_files():
+    fd = os.open(os.path.realpath(sys.executable), os.O_RDONLY)
+    try:
+        is_pie = os.pread(fd, 18, 0)[16] == 3
+        assert symbols.load_bias_is_base(fd) is is_pie
+    finally:
+        os.close(fd)
+    libc = next(p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6")
+                if os.path.exists(p))
+    fd = os.open(libc, os.O_RDONLY)
+    try:
+        assert symbols.load_bias_is_base(fd)
+    finally:
+        os.close(fd)

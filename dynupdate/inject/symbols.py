@@ -67,6 +67,29 @@ def has_debug_info(fd: int) -> bool:
     return False
 
 
+def load_bias_is_base(fd: int) -> bool:
+    """Whether a shared object's load bias equals the start of its first mapping (first PT_LOAD at 0).
+
+    True for every ordinary PIC library; anything else (prelinked, not ET_DYN,
+    unreadable headers) makes the caller fall back to gdb's own reading.
+    """
+    head = os.pread(fd, 64, 0)
+    if len(head) < 64 or head[:4] != _ELF_MAGIC or head[4] != 2 or head[5] != 1:
+        return False
+    e_type, = struct.unpack_from("<H", head, 0x10)
+    phoff, = struct.unpack_from("<Q", head, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+    if e_type != 3 or phentsize < 56 or not 0 < phnum < 256:  # ET_DYN
+        return False
+    table = os.pread(fd, phentsize * phnum, phoff)
+    for i in range(phnum):
+        p_type, = struct.unpack_from("<I", table, i * phentsize)
+        if p_type == 1:  # PT_LOAD
+            p_vaddr, = struct.unpack_from("<Q", table, i * phentsize + 0x10)
+            return p_vaddr == 0
+    return False
+
+
 def _open_checked(path: str, dev: int, ino: int) -> Optional[int]:
     """A read-only fd on path if it still is the inode the target mapped, else None."""
     try:
@@ -78,6 +101,11 @@ def _open_checked(path: str, dev: int, ino: int) -> Optional[int]:
         os.close(fd)
         return None
     return fd
+
+
+def _plain(path: str) -> bool:
+    """A path gdb's command line takes as one word (no blanks, quotes or backslashes)."""
+    return not any(c.isspace() or c in "\"'\\" for c in path)
 
 
 def _stripped_copy(fd: int, dest: str, timeout: float) -> bool:
@@ -109,7 +137,7 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> Option
     except OSError:
         return None
     files = mapped_files(maps_text)
-    if not files or exe.endswith(" (deleted)"):
+    if not files or exe.endswith(" (deleted)") or not _plain(workdir):
         return None
     libs: List[List[object]] = []
     exe_ok = False
@@ -123,14 +151,18 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> Option
             if path == exe:
                 exe_ok = True  # loaded with `file`, as is: gdb must recognise it as the target's executable
                 continue
+            if not load_bias_is_base(fd):
+                return None
             use = path
             if os.fstat(fd).st_size > _STRIP_ABOVE and has_debug_info(fd):
                 use = os.path.join(workdir, f"sym{index}-{os.path.basename(path)}")
                 if not _stripped_copy(fd, use, timeout):
                     return None
+            if not _plain(use):
+                return None
             libs.append([use, base])
         finally:
             os.close(fd)
-    if not exe_ok:
+    if not exe_ok or not _plain(exe):
         return None
     return {"exe": exe, "libs": libs}
