@@ -16,7 +16,10 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pytest
+
+from conftest import Target
 
 from dynupdate import inject as inj
 from dynupdate.inject import folders
@@ -32,19 +35,19 @@ needs_root_and_nobody = pytest.mark.skipif(
     reason="needs root (to run a target as nobody) and /usr/bin/python3.11 (readable by nobody)")
 
 
-def start(argv, user=None):
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, user=user)
-    line = proc.stdout.readline()
-    assert line.startswith("ready"), line
-    return proc
+def start(argv, user=None) -> Target:
+    """A target (the suite's shared Target) once it printed "ready"."""
+    target = Target(argv, user=user)
+    try:
+        target.wait_for("ready", 20)
+    except BaseException:
+        target.stop()
+        raise
+    return target
 
 
-def stop(proc):
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    proc.stdout.close()
+def stop(target: Target) -> None:
+    target.stop()
 
 
 def our_folders(pid: int) -> list:
@@ -82,9 +85,15 @@ def test_killed_injectors_leave_no_folder(tmp_path):
             killed.append(injector.pid)
             assert wait_until(lambda: our_folders(injector.pid) or injector.poll() is not None, 30)
             time.sleep(0.03 * i)  # from "folders just made" to "gdb attached or done"
+            try:
+                orphans = psutil.Process(injector.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                orphans = []
             injector.send_signal(signal.SIGKILL)
             injector.wait()
             # a gdb that outlives its injector finishes (or is mid-call) and detaches by itself
+            psutil.wait_procs(orphans, timeout=30)
+            assert not [p for p in orphans if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
             assert wait_until(lambda: tracer_of(target.pid) == 0, 30)
         left = [name for pid in killed for name in our_folders(pid)]
         print(f"{len(left)} folders left by 10 killed injectors")
@@ -94,7 +103,7 @@ def test_killed_injectors_leave_no_folder(tmp_path):
         with open(marker) as fh:
             runs = len(fh.read().splitlines())
         assert 1 <= runs <= 11
-        assert target.poll() is None
+        assert target.alive()
     finally:
         stop(target)
 
@@ -116,11 +125,9 @@ def test_planted_symlink_never_leads_root_to_read_the_linked_file(tmp_path):
                 inj.inject(target.pid, "raise ValueError('boom')", timeout=30)
             assert "TOP-SECRET" not in str(info.value)
             assert "ValueError: boom" in str(info.value)
-        assert target.poll() is None
-        target.kill()
-        output = target.stdout.read()
-        target.wait()
-        assert [line for line in output.splitlines() if line.startswith("planted")] == []
+        assert target.alive()
+        target.stop()
+        assert [line for line in target.output().splitlines() if line.startswith("planted")] == []
     finally:
         stop(target)
         shutil.rmtree(secret_dir, ignore_errors=True)
