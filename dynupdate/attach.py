@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable
 
 import dynupdate_agent
 
@@ -27,7 +27,7 @@ def _msgpack_dir() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
 
 
-def bootstrap_command(key_file: Optional[str] = None) -> str:
+def bootstrap_command(key_file: str | None = None) -> str:
     """The one statement injected into the target: start a thread that runs bootstrap.py.
 
     It binds no names in the target's namespaces and touches neither sys.path
@@ -87,7 +87,7 @@ def _looks_like_python(pid: int, name: str, exe: str) -> bool:
         return False
 
 
-def try_connect(pid: int) -> Optional[Client]:
+def try_connect(pid: int) -> Client | None:
     """A connected client if an agent already listens for pid, else None."""
     if not os.path.exists(agent_socket(pid)):
         return None
@@ -114,7 +114,7 @@ def _wait_for_agent(pid: int, deadline: float) -> Client:
         hint="check the target's log for 'dynupdate agent failed to start', or start it with `dynupdate run`")
 
 
-def inject_agent(pid: int, *, timeout: float = 20.0, key_file: Optional[str] = None) -> Client:
+def inject_agent(pid: int, *, timeout: float = 20.0, key_file: str | None = None) -> Client:
     """Inject the agent with gdb at a safe point, then wait for its hello."""
     from . import inject
 
@@ -139,8 +139,8 @@ def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:
                hint="start the program with `dynupdate run` instead, or see README: Troubleshooting")
 
 
-def connect(pid: int, *, inject: bool = True, notify: Optional[Notify] = None,
-            inject_timeout: float = 20.0) -> Tuple[Client, bool]:
+def connect(pid: int, *, inject: bool = True, notify: Notify | None = None,
+            inject_timeout: float = 20.0) -> tuple[Client, bool]:
     """(client, injected): connect to the agent of pid, injecting it first if allowed."""
     check_process(pid)
     client = try_connect(pid)

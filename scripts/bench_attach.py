@@ -20,10 +20,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_support as bs  # noqa: E402
+import bench_support as bs
 
 TARGETS = {"threaded": bs.TARGETS / "attach_http_target.py", "uvicorn": bs.TARGETS / "attach_uvicorn_target.py"}
 
@@ -33,7 +33,7 @@ class Probe:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.samples: List[Tuple[float, float]] = []
+        self.samples: list[tuple[float, float]] = []
         self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -54,7 +54,7 @@ class Probe:
             self.samples.append((t, perf() - t))
         conn.close()
 
-    def largest(self, start: float, end: float) -> Optional[float]:
+    def largest(self, start: float, end: float) -> float | None:
         """Largest latency (ms) of the requests in flight at any time in [start, end]."""
         hits = [lat for t, lat in self.samples if t <= end and t + lat >= start]
         return max(hits) * 1e3 if hits else None
@@ -64,7 +64,7 @@ class Probe:
         self._thread.join(30)
 
 
-def _one_round(python: str, quiet_s: float, target: str) -> Dict[str, Any]:
+def _one_round(python: str, quiet_s: float, target: str) -> dict[str, Any]:
     proc = subprocess.Popen([python, str(TARGETS[target])], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -76,7 +76,7 @@ def _one_round(python: str, quiet_s: float, target: str) -> Dict[str, Any]:
             time.sleep(quiet_s)
             t0 = time.perf_counter()
             res = subprocess.run(bs.dynupdate_cmd() + ["attach", "--pid", str(proc.pid), "--json"],
-                                 capture_output=True, text=True, timeout=120)
+                                 check=False, capture_output=True, text=True, timeout=120)
             t1 = time.perf_counter()
             time.sleep(0.1)
         finally:
@@ -90,8 +90,8 @@ def _one_round(python: str, quiet_s: float, target: str) -> Dict[str, Any]:
         proc.wait()
 
 
-def attach_stall(result: Dict[str, Any], rounds: int = 3, python: Optional[str] = None,
-                 quiet_s: float = 1.0, target: str = "threaded") -> Dict[str, Any]:
+def attach_stall(result: dict[str, Any], rounds: int = 3, python: str | None = None,
+                 quiet_s: float = 1.0, target: str = "threaded") -> dict[str, Any]:
     """Set result["stall_ms"]["attach"] (largest stall in ms over the rounds) and result["attach_stall_detail"]."""
     runs = [_one_round(python or sys.executable, quiet_s, target) for _ in range(rounds)]
     good = [r["stall_ms"] for r in runs if r["ok"] and r["stall_ms"] is not None]

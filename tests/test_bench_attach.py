@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from bench_attach import attach_stall  # noqa: E402
+from bench_attach import attach_stall
 
 
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")

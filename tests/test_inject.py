@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional
 
 import pytest
-
 from conftest import Target
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +25,7 @@ TARGETS = os.path.join(HERE, "targets")
 ROOT = os.path.dirname(HERE)
 
 
-from dynupdate import inject as inj  # noqa: E402
+from dynupdate import inject as inj
 
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
 

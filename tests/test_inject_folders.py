@@ -18,7 +18,6 @@ import time
 
 import psutil
 import pytest
-
 from conftest import Target
 
 from dynupdate import inject as inj

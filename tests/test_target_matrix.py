@@ -18,7 +18,6 @@ import sys
 import urllib.request
 
 import pytest
-
 from conftest import TARGETS, Target, dynupdate, dynupdate_json
 
 APP = TARGETS / "matrix_app" / "app.py"

@@ -80,12 +80,11 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Dict, List, Optional, Tuple
 
 from . import symbols
 from .folders import InjectionFolders
 
-__all__ = ["InjectionError", "inject", "check_target", "REASONS", "MIN_PYTHON"]
+__all__ = ["MIN_PYTHON", "REASONS", "InjectionError", "check_target", "inject"]
 
 REASONS = ("gdb-missing", "permission", "no-process", "not-python", "unsupported-python", "no-safe-thread",
            "timeout", "failed")
@@ -137,7 +136,7 @@ def _read_proc(pid: int, name: str) -> str:
             "or start the program with `dynupdate run` instead") from None
 
 
-def _status_fields(pid: int) -> Dict[str, str]:
+def _status_fields(pid: int) -> dict[str, str]:
     """Parsed /proc/PID/status: the uid, state and tracer of the target."""
     fields = {}
     for line in _read_proc(pid, "status").splitlines():
@@ -146,7 +145,7 @@ def _status_fields(pid: int) -> Dict[str, str]:
     return fields
 
 
-def _python_version(pid: int) -> Optional[Tuple[int, int]]:
+def _python_version(pid: int) -> tuple[int, int] | None:
     """(major, minor) of the target's interpreter, or None when it is not Python.
 
     Looks at the executable's name and the mapped libpython, which also finds
@@ -198,7 +197,7 @@ def _is_descendant(pid: int) -> bool:
     return False
 
 
-def _check_permission(pid: int, fields: Dict[str, str]) -> None:
+def _check_permission(pid: int, fields: dict[str, str]) -> None:
     """Fail early, with the fix in the message, when ptrace would be refused."""
     hint = ("or start the program with `dynupdate run` instead, which needs no ptrace")
     tracer = int(fields.get("TracerPid", "0") or 0)
@@ -264,10 +263,10 @@ if _status:
 """
 
 
-def _target_source(code: str, status_path: Optional[str]) -> str:
+def _target_source(code: str, status_path: str | None) -> str:
     """The single expression statement run in the target's __main__: binds no names there."""
-    return "exec(%r, {'__name__': '__dynupdate_inject__', '_src': %r, '_status': %r})\n" % (
-        _WRAPPER, code, status_path)
+    namespace = f"{{'__name__': '__dynupdate_inject__', '_src': {code!r}, '_status': {status_path!r}}}"
+    return f"exec({_WRAPPER!r}, {namespace})\n"
 
 
 # --------------------------------------------------------------------------- driving gdb
@@ -277,7 +276,7 @@ GDB_PROGRAM = os.path.join(_HERE, "gdb_program.py")
 THREADS_MODULE = os.path.join(_HERE, "threads.py")
 
 
-def _gdb_command(gdb: str) -> List[str]:
+def _gdb_command(gdb: str) -> list[str]:
     """gdb, fast and quiet: no init files, no debuginfod, no auto-loaded helpers; the program attaches itself."""
     return [gdb, "-nx", "-q", "-batch",
             "-iex", "set debuginfod enabled off",
@@ -290,7 +289,7 @@ def _gdb_command(gdb: str) -> List[str]:
             "-x", GDB_PROGRAM]
 
 
-def _try_lock(path: str) -> Optional[int]:
+def _try_lock(path: str) -> int | None:
     """An fd holding the gdb program's lock if it is free now (gdb is between inferior calls)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -303,7 +302,7 @@ def _try_lock(path: str) -> Optional[int]:
     return fd
 
 
-def _stop_gdb(proc: "subprocess.Popen[bytes]", pid: int, lock_path: str) -> bool:
+def _stop_gdb(proc: subprocess.Popen[bytes], pid: int, lock_path: str) -> bool:
     """Stop gdb only when it is provably not inside an inferior call; True if stopped.
 
     With the program's lock held by us gdb cannot start a call, so it can be
@@ -340,7 +339,7 @@ def _run_gdb(gdb: str, pid: int, source: str, work: InjectionFolders, deadline: 
         syms = symbols.plan(pid, _read_proc(pid, "maps"), work.local, timeout=max(0.5, (deadline - time.monotonic()) / 4))
     except InjectionError:
         raise
-    except Exception as exc:  # a best-effort speed-up: never a reason to fail
+    except Exception as exc:  # noqa: BLE001 - a best-effort speed-up is never a reason to fail
         _log.debug("symbol preload skipped for pid %d: %s", pid, exc)
         syms = None
     with open(config, "w") as fh:
@@ -388,7 +387,7 @@ def _tail(text: str, lines: int = 5) -> str:
     return " | ".join(line for line in text.strip().splitlines()[-lines:]) or "(no output)"
 
 
-def _wait_status(work: InjectionFolders, deadline: float) -> Optional[str]:
+def _wait_status(work: InjectionFolders, deadline: float) -> str | None:
     """The wrapper's outcome line, waiting for it until deadline."""
     while work.has_status:
         status = work.read_status()
@@ -398,7 +397,7 @@ def _wait_status(work: InjectionFolders, deadline: float) -> Optional[str]:
     return None
 
 
-def _check_status(pid: int, status: Optional[str]) -> None:
+def _check_status(pid: int, status: str | None) -> None:
     """Turn an error reported by the wrapper into InjectionError(failed)."""
     if status and status != "ok":
         raise InjectionError("failed", f"the injected code ran in pid {pid} but raised: {status[6:]}")
@@ -415,7 +414,7 @@ def _remote_exec(pid: int, source: str, work: InjectionFolders, deadline: float)
     exe = f"/proc/{pid}/exe"
     try:
         done = subprocess.run([exe, "-I", "-S", "-c", "import sys; sys.remote_exec(int(sys.argv[1]), sys.argv[2])",
-                               str(pid), script_target], stdin=subprocess.DEVNULL, capture_output=True,
+                               str(pid), script_target], check=False, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         raise InjectionError("timeout", f"sys.remote_exec on pid {pid} did not return in time") from None
@@ -430,7 +429,7 @@ def _remote_exec(pid: int, source: str, work: InjectionFolders, deadline: float)
     _check_status(pid, status)
 
 
-def check_target(pid: int) -> Tuple[Dict[str, str], Tuple[int, int]]:
+def check_target(pid: int) -> tuple[dict[str, str], tuple[int, int]]:
     """(/proc status fields, Python version) of a pid we may inject into; InjectionError otherwise.
 
     Reads only /proc: refuses gone and zombie processes, programs that are not

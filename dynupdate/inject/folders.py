@@ -27,7 +27,8 @@ import re
 import secrets
 import stat
 import tempfile
-from typing import Dict, Optional
+
+from typing_extensions import Self
 
 __all__ = ["InjectionFolders", "process_start", "remove_stale"]
 
@@ -38,7 +39,7 @@ _STATUS_MAX = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def process_start(pid: int) -> Optional[int]:
+def process_start(pid: int) -> int | None:
     """Start time of pid in clock ticks since boot (None when it does not exist): pid + start is unique."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -103,16 +104,16 @@ def _folder_name() -> str:
 class InjectionFolders:
     """The private folder and (when possible) the drop folder of one injection; `close()` removes both."""
 
-    def __init__(self, pid: int, fields: Dict[str, str]) -> None:
+    def __init__(self, pid: int, fields: dict[str, str]) -> None:
         self.pid = pid
         self._parents: list = []
-        self._drop_fd: Optional[int] = None
+        self._drop_fd: int | None = None
         self._drop_name = ""
-        self._status_ino: Optional[int] = None
+        self._status_ino: int | None = None
         #: the status file's path as the target sees it (None: no drop folder, no confirmation)
-        self.status_target: Optional[str] = None
+        self.status_target: str | None = None
         #: the drop folder as the target sees it
-        self.drop_target: Optional[str] = None
+        self.drop_target: str | None = None
         base = tempfile.gettempdir()
         local_parent = os.open(base, _DIR_FLAGS)
         self._parents.append(local_parent)
@@ -130,7 +131,7 @@ class InjectionFolders:
                 _remove_folder(self._parents[1], self._drop_name)
             self.status_target = self.drop_target = None
 
-    def _make_drop(self, fields: Dict[str, str]) -> None:
+    def _make_drop(self, fields: dict[str, str]) -> None:
         parent = os.open(f"/proc/{self.pid}/root/tmp", _DIR_FLAGS)
         self._parents.append(parent)
         st = os.fstat(parent)
@@ -158,7 +159,7 @@ class InjectionFolders:
         """A file in the private folder."""
         return os.path.join(self.local, name)
 
-    def write_for_target(self, name: str, text: str) -> Optional[str]:
+    def write_for_target(self, name: str, text: str) -> str | None:
         """Write a file the target may read (not write) into the drop folder; its path as the target sees it."""
         if self._drop_fd is None or self.drop_target is None:
             return None
@@ -169,7 +170,7 @@ class InjectionFolders:
             fh.write(text)
         return f"{self.drop_target}/{name}"
 
-    def read_status(self) -> Optional[str]:
+    def read_status(self) -> str | None:
         """The wrapper's one-line outcome once written completely; None meanwhile or if anything is off."""
         if self._drop_fd is None:
             return None
@@ -205,7 +206,7 @@ class InjectionFolders:
             os.close(fd)
         self._parents = []
 
-    def __enter__(self) -> "InjectionFolders":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,7 +30,8 @@ import time
 
 import gdb  # type: ignore[import-not-found]  # only exists inside gdb
 
-CFG = json.load(open(os.environ["DYNUPDATE_INJECT_CONFIG"]))
+with open(os.environ["DYNUPDATE_INJECT_CONFIG"]) as _fh:
+    CFG = json.load(_fh)
 RESULT = {"ok": False, "reason": "failed", "message": "gdb program did not finish", "threads": [],
           "samples": 0, "stops_ms": [], "ms": {}}
 _T0 = time.monotonic()
@@ -84,9 +85,9 @@ def preload_symbols():
     if not plan:
         return False
     try:
-        gdb.execute("file %s" % plan["exe"], to_string=True)
+        gdb.execute("file " + plan["exe"], to_string=True)
         for path, base in plan["libs"]:
-            gdb.execute("add-symbol-file %s -o %d" % (path, base), to_string=True)
+            gdb.execute(f"add-symbol-file {path} -o {base}", to_string=True)
         gdb.execute("set auto-solib-add off", to_string=True)
         return True
     except gdb.error as exc:
@@ -100,14 +101,14 @@ def attach(pid):
     """Attach (stopping the target); returns the monotonic time of the stop."""
     start = time.monotonic()
     try:
-        gdb.execute("attach %d" % pid, to_string=True)
+        gdb.execute(f"attach {pid}", to_string=True)
     except gdb.error as exc:
         text = str(exc)
         if "not permitted" in text:
-            raise Failure("permission", "gdb may not ptrace pid %d: %s" % (pid, text))
+            raise Failure("permission", f"gdb may not ptrace pid {pid}: {text}")
         if "No such process" in text or "no such process" in text:
-            raise Failure("no-process", "pid %d went away during injection" % pid)
-        raise Failure("failed", "gdb could not attach: %s" % text)
+            raise Failure("no-process", f"pid {pid} went away during injection")
+        raise Failure("failed", f"gdb could not attach: {text}")
     if gdb.selected_inferior().pid == 0:
         raise Failure("failed", "gdb could not attach")
     return start
@@ -124,7 +125,7 @@ def check_symbols():
             gdb.parse_and_eval("(long)&" + sym)
         except gdb.error:
             raise Failure("not-python" if sym.startswith("Py") else "failed",
-                          "symbol %s not found in the target" % sym)
+                          f"symbol {sym} not found in the target")
 
 
 def in_syscall(frame):
@@ -137,7 +138,7 @@ def in_syscall(frame):
             return bytes(mem.read_memory(pc - 2, 2)) == b"\x0f\x05"
         if "aarch64" in arch:
             return bytes(mem.read_memory(pc - 4, 4)) == b"\x01\x00\x00\xd4"
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - unreadable pc or memory: "not in a syscall" is the safe answer
         pass
     return False
 
@@ -191,9 +192,9 @@ def write_page(src):
     """Copy src (NUL-terminated) into a fresh page of the target (mmap takes no lock)."""
     size = (len(src) + 1 + 4095) // 4096 * 4096
     addr = call("(long)((void *(*)(void *, unsigned long, int, int, int, long))mmap)"
-                "((void *)0, %d, 3, 0x22, -1, 0)" % size)
+                f"((void *)0, {size}, 3, 0x22, -1, 0)")
     if addr in (-1, 0) or -4096 < addr < 0:
-        raise RuntimeError("mmap in the target failed (%d)" % addr)
+        raise RuntimeError(f"mmap in the target failed ({addr})")
     gdb.selected_inferior().write_memory(addr, src + b"\0")
     return addr, size
 
@@ -204,11 +205,10 @@ def run_sync(thread, src):
     addr, size = write_page(src)
     state = call("(int)((int (*)(void))PyGILState_Ensure)()")
     try:
-        rc = call("(int)((int (*)(const char *, void *))PyRun_SimpleStringFlags)((const char *)%d, (void *)0)"
-                  % addr)
+        rc = call(f"(int)((int (*)(const char *, void *))PyRun_SimpleStringFlags)((const char *){addr}, (void *)0)")
     finally:
-        call("(int)(((void (*)(int))PyGILState_Release)(%d), 0)" % state)
-    call("(int)((int (*)(void *, unsigned long))munmap)((void *)%d, %d)" % (addr, size))
+        call(f"(int)(((void (*)(int))PyGILState_Release)({state}), 0)")
+    call(f"(int)((int (*)(void *, unsigned long))munmap)((void *){addr}, {size})")
     return rc
 
 
@@ -216,27 +216,25 @@ def run_pending(thread, src):
     """Queue the code for the main thread with Py_AddPendingCall (no GIL taken here)."""
     thread.switch()
     addr, _ = write_page(src)
-    return call("(int)((int (*)(void *, void *))Py_AddPendingCall)((void *)&PyRun_SimpleString, (void *)%d)"
-                % addr)
+    return call(f"(int)((int (*)(void *, void *))Py_AddPendingCall)((void *)&PyRun_SimpleString, (void *){addr})")
 
 
 def run_call(mode, thread, deadline):
     """The inferior call sequence, under the lock the driver checks before it kills gdb."""
-    lock = open(CFG["lock"], "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-        if time.monotonic() > deadline - CFG["margin"]:
-            raise Failure("timeout", "out of time before running the code")
-        phase("call")
-        src = CFG["source"].encode("utf-8")
-        rc = run_sync(thread, src) if mode == "sync" else run_pending(thread, src)
-        phase("called")
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
+    with open(CFG["lock"], "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if time.monotonic() > deadline - CFG["margin"]:
+                raise Failure("timeout", "out of time before running the code")
+            phase("call")
+            src = CFG["source"].encode("utf-8")
+            rc = run_sync(thread, src) if mode == "sync" else run_pending(thread, src)
+            phase("called")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     if rc != 0:
-        raise Failure("failed", "%s returned %d" % (
-            "PyRun_SimpleStringFlags" if mode == "sync" else "Py_AddPendingCall", rc))
+        called = "PyRun_SimpleStringFlags" if mode == "sync" else "Py_AddPendingCall"
+        raise Failure("failed", f"{called} returned {rc}")
 
 
 def main():
@@ -272,8 +270,8 @@ def main():
         # No good moment now: let the target run, then look again (step 2).
         if time.monotonic() + pause > deadline - CFG["margin"]:
             raise Failure("no-safe-thread", "no thread of the target reached a point where running Python code "
-                          "is safe in %d samples (all wait for locks, or the main thread stays blocked in an "
-                          "unknown system call)" % RESULT["samples"])
+                          f"is safe in {RESULT['samples']} samples (all wait for locks, or the main thread stays "
+                          "blocked in an unknown system call)")
         phase("wait")
         time.sleep(pause)
         pause = min(pause * 1.5, 0.2)
@@ -289,8 +287,8 @@ try:
     RESULT.update(ok=True, reason=None, message="")
 except Failure as exc:
     RESULT.update(ok=False, reason=exc.reason, message=str(exc))
-except BaseException as exc:
-    RESULT.update(ok=False, reason="failed", message="gdb: %s" % (exc,))
+except BaseException as exc:  # noqa: BLE001 - whatever happens, report it and detach below
+    RESULT.update(ok=False, reason="failed", message=f"gdb: {exc}")
 finally:
     if gdb.selected_inferior().pid:
         quiet("detach")

@@ -21,18 +21,17 @@ import os
 import shutil
 import struct
 import subprocess
-from typing import Dict, List, Optional, Tuple
 
-__all__ = ["plan", "mapped_files", "has_debug_info"]
+__all__ = ["has_debug_info", "mapped_files", "plan"]
 
 _ELF_MAGIC = b"\x7fELF"
 # Smaller files (extension modules) keep their DWARF: expanding it costs microseconds, a copy ~20 ms.
 _STRIP_ABOVE = 1 << 20
 
 
-def mapped_files(maps_text: str) -> List[Tuple[str, int, int, int]]:
+def mapped_files(maps_text: str) -> list[tuple[str, int, int, int]]:
     """[(path, load base, device, inode)] of the files mapped from offset 0, in map order."""
-    seen: Dict[str, Tuple[str, int, int, int]] = {}
+    seen: dict[str, tuple[str, int, int, int]] = {}
     for line in maps_text.splitlines():
         parts = line.split(None, 5)
         if len(parts) < 6 or not parts[5].startswith("/") or int(parts[2], 16) != 0:
@@ -90,14 +89,14 @@ def load_bias_is_base(fd: int) -> bool:
     return False
 
 
-def _open_checked(path: str, dev: int, ino: int) -> Optional[int]:
+def _open_checked(path: str, dev: int, ino: int) -> int | None:
     """A read-only fd on path if it still is the inode the target mapped, else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     st = os.fstat(fd)
-    if st.st_ino != ino or st.st_dev != dev or not (st.st_mode & 0o170000 == 0o100000):
+    if st.st_ino != ino or st.st_dev != dev or st.st_mode & 61440 != 32768:
         os.close(fd)
         return None
     return fd
@@ -113,7 +112,7 @@ def _stripped_copy(fd: int, dest: str, timeout: float) -> bool:
     if not objcopy:
         return False
     try:
-        done = subprocess.run([objcopy, "--strip-debug", f"/proc/self/fd/{fd}", dest], pass_fds=(fd,),
+        done = subprocess.run([objcopy, "--strip-debug", f"/proc/self/fd/{fd}", dest], check=False, pass_fds=(fd,),
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
@@ -121,7 +120,7 @@ def _stripped_copy(fd: int, dest: str, timeout: float) -> bool:
     return done.returncode == 0 and os.path.isfile(dest)
 
 
-def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> Optional[dict]:
+def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> dict | None:
     """{"exe": path, "libs": [[path, base], ...]} for the gdb program, or None to let gdb read at attach.
 
     Stripped copies are written into workdir (the driver's private folder).
@@ -139,7 +138,7 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> Option
     files = mapped_files(maps_text)
     if not files or exe.endswith(" (deleted)") or not _plain(workdir):
         return None
-    libs: List[List[object]] = []
+    libs: list[list[object]] = []
     exe_ok = False
     for index, (path, base, dev, ino) in enumerate(files):
         fd = _open_checked(path, dev, ino)
