@@ -4,8 +4,9 @@ For each pyenv interpreter 3.9-3.13 found on the machine (skipped with the
 reason when missing) two targets are shared by the tests of that
 interpreter: one started with `dynupdate run -- PYTHON app.py`, one started
 plainly and attached with gdb. The app imports nothing of dynupdate, so the
-injected agent must load on its own (and use its private msgpack fallback
-where the CLI's msgpack cannot load). Older interpreters (3.6-3.8, and 2.7)
+injected agent must load on its own; in interpreters without msgpack (here
+pyenv 3.9, 3.10, 3.12, 3.13) it runs on the CLI's copy loaded under a private
+name (agent/_msgpack.py) with msgpack's pure-Python codec. Older interpreters (3.6-3.8, and 2.7)
 must be refused with "unsupported Python X.Y" (exit 3) before any injection.
 """
 from __future__ import annotations
