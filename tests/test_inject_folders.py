@@ -150,6 +150,11 @@ def test_stale_cleanup_never_follows_or_removes_what_is_not_ours(tmp_path):
     (tmp_path / ours / "status").write_text("x")
     alive = f"dynupdate-inj-{os.getpid()}-{folders.process_start(os.getpid())}-abcdef"
     os.mkdir(os.path.join(parent, alive))
+    legacy_old, legacy_new = "dynupdate-inj-ab_cd012", "dynupdate-inj-xy_zw345"
+    for name in (legacy_old, legacy_new):
+        os.mkdir(os.path.join(parent, name))
+    day_ago = time.time() - folders.LEGACY_AGE_S - 60
+    os.utime(os.path.join(parent, legacy_old), (day_ago, day_ago))
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         folders.remove_stale(fd)
@@ -159,6 +164,8 @@ def test_stale_cleanup_never_follows_or_removes_what_is_not_ours(tmp_path):
     assert os.path.islink(os.path.join(parent, dead))
     assert os.path.isdir(os.path.join(parent, alive))
     assert not os.path.exists(os.path.join(parent, ours))
+    assert not os.path.exists(os.path.join(parent, legacy_old))  # an old version's, a day old
+    assert os.path.isdir(os.path.join(parent, legacy_new))  # may belong to a running old version
     if os.geteuid() == 0:
         assert os.path.isdir(os.path.join(parent, foreign))
 

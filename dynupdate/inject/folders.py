@@ -18,7 +18,9 @@
 Both names carry our pid and its start time (``dynupdate-inj-PID-START-…``).
 A CLI killed during an attach cannot remove its folders, so every injection
 first removes the folders of injections whose process no longer exists
-(same name scheme, owned by us, found in the two parent folders it uses).
+(same name scheme, owned by us, found in the two parent folders it uses),
+and those of older dynupdate versions (``dynupdate-inj-XXXXXXXX``) once a day
+old.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import re
 import secrets
 import stat
 import tempfile
+import time
 
 from typing_extensions import Self
 
@@ -34,6 +37,10 @@ __all__ = ["InjectionFolders", "process_start", "remove_stale"]
 
 PREFIX = "dynupdate-inj-"
 _NAME = re.compile(r"^dynupdate-inj-(\d+)-(\d+)-[0-9a-f]+$")
+# Folders of dynupdate versions before the pid-start names (tempfile.mkdtemp): no owner process
+# to check, so only removed once they are clearly abandoned.
+_LEGACY_NAME = re.compile(r"^dynupdate-inj-[a-z0-9_]{8}$")
+LEGACY_AGE_S = 24 * 3600
 STATUS = "status"
 _STATUS_MAX = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -83,13 +90,17 @@ def remove_stale(parent_fd: int) -> int:
         names = os.listdir(parent_fd)
     except OSError:
         return 0
+    now = time.time()
     for name in names:
         match = _NAME.match(name)
-        if not match or _alive(int(match.group(1)), int(match.group(2))):
+        legacy = match is None and _LEGACY_NAME.match(name) is not None
+        if not (match or legacy) or (match and _alive(int(match.group(1)), int(match.group(2)))):
             continue
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except OSError:
+            continue
+        if legacy and now - st.st_mtime < LEGACY_AGE_S:
             continue
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
             _remove_folder(parent_fd, name)
