@@ -352,3 +352,34 @@ def test_stripped_cpu_bound_twenty_injections_without_a_miss(tmp_path, caplog):
         print("samples per injection:", samples)
     finally:
         target.stop()
+
+
+def test_no_safe_moment_until_the_timeout_leaves_the_target_running(tmp_path):
+    """Main blocked in a system call the injector does not know, the other thread CPU-bound: the CLI
+    samples again and again, then says so (exit 3) at --inject-timeout; the target was never changed
+    and keeps running, and no agent socket appeared."""
+    from conftest import dynupdate
+
+    def cpu_ticks() -> int:
+        with open(f"/proc/{target.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    target = start_target([sys.executable, os.path.join(TARGETS, "inj_stuck_main.py")])
+    try:
+        start = time.monotonic()
+        proc = dynupdate("attach", "--pid", str(target.pid), "--inject-timeout", "3", timeout=60)
+        took = time.monotonic() - start
+        assert proc.returncode == 3, (proc.stdout, proc.stderr)
+        said = " ".join(proc.stderr.split())  # the CLI may wrap long lines
+        assert "no thread of the target reached a point where running Python code is safe" in said
+        samples = int(re.search(r"is safe in (\d+) samples", said).group(1))
+        assert samples > 3, said  # it looked again, not once
+        assert took < 30
+        ticks = cpu_ticks()
+        assert target.proc.poll() is None and wait_for(lambda: cpu_ticks() > ticks + 5, 20)
+        with open(f"/proc/{target.pid}/status") as fh:
+            assert "TracerPid:\t0" in fh.read()
+        assert not os.path.exists(f"/tmp/dynupdate-{os.getuid()}/{target.pid}.sock")
+    finally:
+        target.stop()
