@@ -195,3 +195,54 @@ def test_drop_folder_is_ours_and_the_status_file_the_targets():
         assert not any(os.path.exists(n) for n in names)
     finally:
         stop(target)
+
+
+def test_blocked_for_reads_mode_bits_along_the_path():
+    from dynupdate.attach import blocked_for
+
+    base = tempfile.mkdtemp(prefix="du-blocked-")  # directly in /tmp: pytest's own folder is private
+    try:
+        os.chmod(base, 0o755)
+        private = os.path.join(base, "private")
+        os.mkdir(private, 0o700)
+        with open(os.path.join(private, "agent.py"), "w") as fh:
+            fh.write("x = 1\n")
+        public = os.path.join(base, "public")
+        os.mkdir(public, 0o755)
+        os.chmod(public, 0o755)
+        for name, mode in (("agent.py", 0o644), ("secret.py", 0o600)):
+            with open(os.path.join(public, name), "w") as fh:
+                fh.write("x = 1\n")
+            os.chmod(os.path.join(public, name), mode)
+        nobody = (65534, {65534})
+        if os.geteuid() == 0:
+            assert blocked_for(os.path.join(private, "agent.py"), *nobody) == private
+            assert blocked_for(os.path.join(public, "secret.py"), *nobody) == os.path.join(public, "secret.py")
+            assert blocked_for(os.path.join(public, "agent.py"), *nobody) is None
+        assert blocked_for(os.path.join(private, "agent.py"), 0, {0}) is None  # root reads everything
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_gdb
+@needs_root_and_nobody
+def test_attach_to_another_users_process_names_what_it_cannot_read():
+    """Root's CLI attaching to nobody's process: works when nobody can read dynupdate's files, and when
+    it cannot read the CLI's msgpack (a CLI installed under /root), the error says exactly that."""
+    from conftest import dynupdate
+
+    from dynupdate.attach import _msgpack_dir, blocked_for
+
+    target = start([DEBIAN_PY, "-S", os.path.join(TARGETS, "inj_event.py")], user="nobody")
+    try:
+        blocked = blocked_for(os.path.join(_msgpack_dir(), "msgpack", "__init__.py"), 65534, {65534})
+        proc = dynupdate("attach", "--pid", str(target.pid), "--inject-timeout", "5", timeout=60)
+        said = " ".join(proc.stderr.split())
+        if blocked is None:
+            assert proc.returncode == 0, said
+        else:
+            assert proc.returncode == 3, said
+            assert f"uid 65534 cannot read the CLI's msgpack ({blocked})" in said
+        assert target.alive()
+    finally:
+        stop(target)
