@@ -48,6 +48,7 @@ _spec.loader.exec_module(threads)
 
 SYMBOLS = ("PyGILState_Ensure", "PyGILState_Release", "PyRun_SimpleStringFlags", "PyRun_SimpleString",
            "Py_AddPendingCall", "mmap", "munmap")
+ADDR = {}  # name in SYMBOLS -> address in the target (see resolve)
 
 
 class Failure(Exception):
@@ -119,13 +120,31 @@ def detach(stopped_at):
     RESULT["stops_ms"].append(round((time.monotonic() - stopped_at) * 1e3, 1))
 
 
-def check_symbols():
+def resolve(attached):
+    """Fill ADDR with the target address of every name in SYMBOLS (calls then need no lookup).
+
+    Before the attach (symbols preloaded) a name is taken only where its
+    address is already final: in a shared library, or in an executable that
+    is not position-independent (a PIE executable is relocated by the
+    attach); the rest is looked up once attached. Once attached, a missing
+    name is fatal: this is not the Python we expect.
+    """
+    plan = CFG.get("symbols") or {}
     for sym in SYMBOLS:
+        if sym in ADDR:
+            continue
         try:
-            gdb.parse_and_eval("(long)&" + sym)
+            addr = int(gdb.parse_and_eval("(long)&" + sym))
         except gdb.error:
+            if not attached:
+                continue
             raise Failure("not-python" if sym.startswith("Py") else "failed",
-                          f"symbol {sym} not found in the target")
+                          f"symbol {sym} not found in the target") from None
+        if not attached and plan.get("exe_pie"):
+            where = gdb.execute(f"info symbol {addr}", to_string=True)
+            if " of " not in where or where.rsplit(" of ", 1)[1].strip() == plan["exe"]:
+                continue
+        ADDR[sym] = addr
 
 
 def in_syscall(frame):
@@ -191,7 +210,7 @@ def call(expr):
 def write_page(src):
     """Copy src (NUL-terminated) into a fresh page of the target (mmap takes no lock)."""
     size = (len(src) + 1 + 4095) // 4096 * 4096
-    addr = call("(long)((void *(*)(void *, unsigned long, int, int, int, long))mmap)"
+    addr = call(f"(long)((void *(*)(void *, unsigned long, int, int, int, long)){ADDR['mmap']})"
                 f"((void *)0, {size}, 3, 0x22, -1, 0)")
     if addr in (-1, 0) or -4096 < addr < 0:
         raise RuntimeError(f"mmap in the target failed ({addr})")
@@ -203,12 +222,13 @@ def run_sync(thread, src):
     """Ensure / run / release in a thread blocked with the GIL released."""
     thread.switch()
     addr, size = write_page(src)
-    state = call("(int)((int (*)(void))PyGILState_Ensure)()")
+    state = call(f"(int)((int (*)(void)){ADDR['PyGILState_Ensure']})()")
     try:
-        rc = call(f"(int)((int (*)(const char *, void *))PyRun_SimpleStringFlags)((const char *){addr}, (void *)0)")
+        rc = call(f"(int)((int (*)(const char *, void *)){ADDR['PyRun_SimpleStringFlags']})"
+                  f"((const char *){addr}, (void *)0)")
     finally:
-        call(f"(int)(((void (*)(int))PyGILState_Release)({state}), 0)")
-    call(f"(int)((int (*)(void *, unsigned long))munmap)((void *){addr}, {size})")
+        call(f"(int)(((void (*)(int)){ADDR['PyGILState_Release']})({state}), 0)")
+    call(f"(int)((int (*)(void *, unsigned long)){ADDR['munmap']})((void *){addr}, {size})")
     return rc
 
 
@@ -216,7 +236,8 @@ def run_pending(thread, src):
     """Queue the code for the main thread with Py_AddPendingCall (no GIL taken here)."""
     thread.switch()
     addr, _ = write_page(src)
-    return call(f"(int)((int (*)(void *, void *))Py_AddPendingCall)((void *)&PyRun_SimpleString, (void *){addr})")
+    return call(f"(int)((int (*)(void *, void *)){ADDR['Py_AddPendingCall']})"
+                f"((void *){ADDR['PyRun_SimpleString']}, (void *){addr})")
 
 
 def run_call(mode, thread, deadline):
@@ -242,18 +263,16 @@ def main():
     RESULT["preloaded"] = preload_symbols()
     mark("preloaded")
     pause = CFG.get("resample_s", 0.02)
-    checked = False
     if RESULT["preloaded"]:
-        check_symbols()  # from the preloaded files: no need to stop the target for it
-        checked = True
+        resolve(attached=False)  # from the preloaded files: no lookups while the target is stopped
+        mark("resolved")
     while True:
         phase("attach")
         stopped_at = attach(pid)
         mark("attached")
         try:
-            if not checked:
-                check_symbols()
-                checked = True
+            if len(ADDR) < len(SYMBOLS):
+                resolve(attached=True)
                 mark("checked")
             phase("classify")
             states, by_lwp = sample(gdb.selected_inferior(), pid)

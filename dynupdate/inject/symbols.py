@@ -121,7 +121,7 @@ def _stripped_copy(fd: int, dest: str, timeout: float) -> bool:
 
 
 def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> dict | None:
-    """{"exe": path, "libs": [[path, base], ...]} for the gdb program, or None to let gdb read at attach.
+    """{"exe": path, "exe_pie": bool, "libs": [[path, base], ...]} for the gdb program, or None (gdb reads at attach).
 
     Stripped copies are written into workdir (the driver's private folder).
     The paths are resolved with realpath from the target's own view (same
@@ -140,6 +140,7 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> dict |
         return None
     libs: list[list[object]] = []
     exe_ok = False
+    exe_pie = True
     for index, (path, base, dev, ino) in enumerate(files):
         fd = _open_checked(path, dev, ino)
         if fd is None:
@@ -149,6 +150,7 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> dict |
                 continue  # locale archives, caches: not symbol files
             if path == exe:
                 exe_ok = True  # loaded with `file`, as is: gdb must recognise it as the target's executable
+                exe_pie = os.pread(fd, 18, 0)[16] != 2  # not ET_EXEC: relocated at attach
                 continue
             if not load_bias_is_base(fd):
                 return None
@@ -164,4 +166,4 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> dict |
             os.close(fd)
     if not exe_ok or not _plain(exe):
         return None
-    return {"exe": exe, "libs": libs}
+    return {"exe": exe, "exe_pie": exe_pie, "libs": libs}
