@@ -218,6 +218,10 @@ def test_code_errors_are_reported_and_harmless(tmp_path):
         with pytest.raises(inj.InjectionError) as info:
             inj.inject(target.pid, "def (:")
         assert info.value.reason == "failed"
+        with pytest.raises(inj.InjectionError) as info:  # what the target reports reaches a terminal escaped
+            inj.inject(target.pid, "raise ValueError('\\x1b[31mred\\x07')")
+        assert "ValueError" in str(info.value) and "\x1b" not in str(info.value) and "\x07" not in str(info.value)
+        assert "\\x1b[31mred" in str(info.value)
         inj.inject(target.pid, marker_code(marker))
         assert marker_lines(marker) == 1
         assert target.proc.poll() is None

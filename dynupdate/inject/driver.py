@@ -82,7 +82,7 @@ import subprocess
 import time
 
 from . import symbols
-from .folders import InjectionFolders
+from .folders import InjectionFolders, printable
 
 __all__ = ["MIN_PYTHON", "REASONS", "InjectionError", "check_target", "inject"]
 
@@ -384,7 +384,8 @@ def _run_gdb(gdb: str, pid: int, source: str, work: InjectionFolders, deadline: 
 
 
 def _tail(text: str, lines: int = 5) -> str:
-    return " | ".join(line for line in text.strip().splitlines()[-lines:]) or "(no output)"
+    """The last lines of gdb's output for a message, control characters escaped."""
+    return " | ".join(printable(line) for line in text.strip().splitlines()[-lines:]) or "(no output)"
 
 
 def _wait_status(work: InjectionFolders, deadline: float) -> str | None:

@@ -33,7 +33,7 @@ import time
 
 from typing_extensions import Self
 
-__all__ = ["InjectionFolders", "process_start", "remove_stale"]
+__all__ = ["InjectionFolders", "printable", "process_start", "remove_stale"]
 
 PREFIX = "dynupdate-inj-"
 _NAME = re.compile(r"^dynupdate-inj-(\d+)-(\d+)-[0-9a-f]+$")
@@ -44,6 +44,11 @@ LEGACY_AGE_S = 24 * 3600
 STATUS = "status"
 _STATUS_MAX = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def printable(text: str) -> str:
+    """Text the target wrote, safe to put in a message for a terminal: control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def process_start(pid: int) -> int | None:
@@ -199,7 +204,7 @@ class InjectionFolders:
         finally:
             os.close(fd)
         text = data.decode("utf-8", "replace")
-        return text.strip() if text.endswith("\n") else None
+        return printable(text.strip()) if text.endswith("\n") else None
 
     @property
     def has_status(self) -> bool:
