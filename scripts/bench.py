@@ -559,6 +559,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "attach" in sections:
             note("attach vs pyrasite")
             result.update(bench_attach(tmp, 1 if quick else 3))
+            from bench_attach import attach_stall  # issue 14: scripts/bench_attach.py
+            attach_stall(result, 1 if quick else 3)
         if "load" in sections:
             note("load")
             result.update(bench_load(tmp, 1.0 if quick else 2.5))

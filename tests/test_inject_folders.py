@@ -16,7 +16,9 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pytest
+from conftest import Target
 
 from dynupdate import inject as inj
 from dynupdate.inject import folders
@@ -32,19 +34,19 @@ needs_root_and_nobody = pytest.mark.skipif(
     reason="needs root (to run a target as nobody) and /usr/bin/python3.11 (readable by nobody)")
 
 
-def start(argv, user=None):
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, user=user)
-    line = proc.stdout.readline()
-    assert line.startswith("ready"), line
-    return proc
+def start(argv, user=None) -> Target:
+    """A target (the suite's shared Target) once it printed "ready"."""
+    target = Target(argv, user=user)
+    try:
+        target.wait_for("ready", 20)
+    except BaseException:
+        target.stop()
+        raise
+    return target
 
 
-def stop(proc):
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    proc.stdout.close()
+def stop(target: Target) -> None:
+    target.stop()
 
 
 def our_folders(pid: int) -> list:
@@ -82,9 +84,15 @@ def test_killed_injectors_leave_no_folder(tmp_path):
             killed.append(injector.pid)
             assert wait_until(lambda: our_folders(injector.pid) or injector.poll() is not None, 30)
             time.sleep(0.03 * i)  # from "folders just made" to "gdb attached or done"
+            try:
+                orphans = psutil.Process(injector.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                orphans = []
             injector.send_signal(signal.SIGKILL)
             injector.wait()
             # a gdb that outlives its injector finishes (or is mid-call) and detaches by itself
+            psutil.wait_procs(orphans, timeout=30)
+            assert not [p for p in orphans if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
             assert wait_until(lambda: tracer_of(target.pid) == 0, 30)
         left = [name for pid in killed for name in our_folders(pid)]
         print(f"{len(left)} folders left by 10 killed injectors")
@@ -94,7 +102,7 @@ def test_killed_injectors_leave_no_folder(tmp_path):
         with open(marker) as fh:
             runs = len(fh.read().splitlines())
         assert 1 <= runs <= 11
-        assert target.poll() is None
+        assert target.alive()
     finally:
         stop(target)
 
@@ -116,11 +124,9 @@ def test_planted_symlink_never_leads_root_to_read_the_linked_file(tmp_path):
                 inj.inject(target.pid, "raise ValueError('boom')", timeout=30)
             assert "TOP-SECRET" not in str(info.value)
             assert "ValueError: boom" in str(info.value)
-        assert target.poll() is None
-        target.kill()
-        output = target.stdout.read()
-        target.wait()
-        assert [line for line in output.splitlines() if line.startswith("planted")] == []
+        assert target.alive()
+        target.stop()
+        assert [line for line in target.output().splitlines() if line.startswith("planted")] == []
     finally:
         stop(target)
         shutil.rmtree(secret_dir, ignore_errors=True)
@@ -144,6 +150,11 @@ def test_stale_cleanup_never_follows_or_removes_what_is_not_ours(tmp_path):
     (tmp_path / ours / "status").write_text("x")
     alive = f"dynupdate-inj-{os.getpid()}-{folders.process_start(os.getpid())}-abcdef"
     os.mkdir(os.path.join(parent, alive))
+    legacy_old, legacy_new = "dynupdate-inj-ab_cd012", "dynupdate-inj-xy_zw345"
+    for name in (legacy_old, legacy_new):
+        os.mkdir(os.path.join(parent, name))
+    day_ago = time.time() - folders.LEGACY_AGE_S - 60
+    os.utime(os.path.join(parent, legacy_old), (day_ago, day_ago))
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         folders.remove_stale(fd)
@@ -153,6 +164,8 @@ def test_stale_cleanup_never_follows_or_removes_what_is_not_ours(tmp_path):
     assert os.path.islink(os.path.join(parent, dead))
     assert os.path.isdir(os.path.join(parent, alive))
     assert not os.path.exists(os.path.join(parent, ours))
+    assert not os.path.exists(os.path.join(parent, legacy_old))  # an old version's, a day old
+    assert os.path.isdir(os.path.join(parent, legacy_new))  # may belong to a running old version
     if os.geteuid() == 0:
         assert os.path.isdir(os.path.join(parent, foreign))
 
@@ -180,5 +193,56 @@ def test_drop_folder_is_ours_and_the_status_file_the_targets():
             assert work.read_status() is None
             names = (work.local, drop)
         assert not any(os.path.exists(n) for n in names)
+    finally:
+        stop(target)
+
+
+def test_blocked_for_reads_mode_bits_along_the_path():
+    from dynupdate.attach import blocked_for
+
+    base = tempfile.mkdtemp(prefix="du-blocked-")  # directly in /tmp: pytest's own folder is private
+    try:
+        os.chmod(base, 0o755)
+        private = os.path.join(base, "private")
+        os.mkdir(private, 0o700)
+        with open(os.path.join(private, "agent.py"), "w") as fh:
+            fh.write("x = 1\n")
+        public = os.path.join(base, "public")
+        os.mkdir(public, 0o755)
+        os.chmod(public, 0o755)
+        for name, mode in (("agent.py", 0o644), ("secret.py", 0o600)):
+            with open(os.path.join(public, name), "w") as fh:
+                fh.write("x = 1\n")
+            os.chmod(os.path.join(public, name), mode)
+        nobody = (65534, {65534})
+        if os.geteuid() == 0:
+            assert blocked_for(os.path.join(private, "agent.py"), *nobody) == private
+            assert blocked_for(os.path.join(public, "secret.py"), *nobody) == os.path.join(public, "secret.py")
+            assert blocked_for(os.path.join(public, "agent.py"), *nobody) is None
+        assert blocked_for(os.path.join(private, "agent.py"), 0, {0}) is None  # root reads everything
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_gdb
+@needs_root_and_nobody
+def test_attach_to_another_users_process_names_what_it_cannot_read():
+    """Root's CLI attaching to nobody's process: works when nobody can read dynupdate's files, and when
+    it cannot read the CLI's msgpack (a CLI installed under /root), the error says exactly that."""
+    from conftest import dynupdate
+
+    from dynupdate.attach import _msgpack_dir, blocked_for
+
+    target = start([DEBIAN_PY, "-S", os.path.join(TARGETS, "inj_event.py")], user="nobody")
+    try:
+        blocked = blocked_for(os.path.join(_msgpack_dir(), "msgpack", "__init__.py"), 65534, {65534})
+        proc = dynupdate("attach", "--pid", str(target.pid), "--inject-timeout", "5", timeout=60)
+        said = " ".join(proc.stderr.split())
+        if blocked is None:
+            assert proc.returncode == 0, said
+        else:
+            assert proc.returncode == 3, said
+            assert f"uid 65534 cannot read the CLI's msgpack ({blocked})" in said
+        assert target.alive()
     finally:
         stop(target)

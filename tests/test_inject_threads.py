@@ -1,6 +1,7 @@
 """Unit tests of the injector's thread classification (dynupdate/inject/threads.py).
 
-The backtraces are real: recorded by tests/fixtures/record_backtraces.py with
+The backtraces are real (32 threads: select, epoll_wait, accept4, read, sleep, a CPython lock
+wait, a GIL wait, CPU-bound), recorded by tests/fixtures/record_backtraces.py with
 gdb from targets/inj_kinds.py under pyenv 3.9/3.11/3.13 (DWARF) and Debian's
 stripped python3.11 (dynamic symbols only, so many frames are "??"). Each
 fixture names the state the injector must give that thread.
@@ -26,7 +27,7 @@ def load(name: str) -> dict:
 
 def test_fixtures_cover_every_kind():
     kinds = {json.load(open(f))["kind"] for f in FIXTURES}
-    assert {"main_select", "sleeper", "event_wait", "acceptor", "reader", "gil_wait", "cpu_bound"} <= kinds
+    assert {"main_select", "sleeper", "event_wait", "acceptor", "epoller", "reader", "gil_wait", "cpu_bound"} <= kinds
     assert any("debian" in f for f in FIXTURES), "a stripped interpreter's backtraces must be among them"
 
 

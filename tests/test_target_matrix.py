@@ -4,8 +4,9 @@ For each pyenv interpreter 3.9-3.13 found on the machine (skipped with the
 reason when missing) two targets are shared by the tests of that
 interpreter: one started with `dynupdate run -- PYTHON app.py`, one started
 plainly and attached with gdb. The app imports nothing of dynupdate, so the
-injected agent must load on its own (and use its private msgpack fallback
-where the CLI's msgpack cannot load). Older interpreters (3.6-3.8, and 2.7)
+injected agent must load on its own; in interpreters without msgpack (here
+pyenv 3.9, 3.10, 3.12, 3.13) it runs on the CLI's copy loaded under a private
+name (agent/_msgpack.py) with msgpack's pure-Python codec. Older interpreters (3.6-3.8, and 2.7)
 must be refused with "unsupported Python X.Y" (exit 3) before any injection.
 """
 from __future__ import annotations
@@ -18,7 +19,6 @@ import sys
 import urllib.request
 
 import pytest
-
 from conftest import TARGETS, Target, dynupdate, dynupdate_json
 
 APP = TARGETS / "matrix_app" / "app.py"
@@ -116,5 +116,24 @@ def test_old_python_refused_before_injection(minor, bundles):
             assert "TracerPid:\t0" in fh.read()
         assert not os.path.exists(f"/tmp/dynupdate-{os.getuid()}/{target.pid}.sock")
         assert target.alive()
+    finally:
+        target.stop()
+
+
+@pytest.mark.parametrize("minor", ["3.6", "3.8"])
+def test_old_python_under_run_says_unsupported_not_syntaxerror(minor, tmp_path):
+    """`dynupdate run` on an old interpreter: the bootstrap logs "unsupported Python X.Y" (no SyntaxError
+    from the agent's sources) and the program itself still runs."""
+    python = interpreter(minor)
+    if python is None:
+        pytest.skip(f"CPython {minor} is not installed under {PYENV}")
+    app = tmp_path / "old_app.py"
+    app.write_text("import sys, time\nsys.stdout.write('READY 0\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
+    target = Target([sys.executable, "-m", "dynupdate", "run", "--", python, str(app)],
+                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        target.ready_value("READY", 60)
+        assert f"unsupported Python {minor}" in target.output()
+        assert "SyntaxError" not in target.output()
     finally:
         target.stop()

@@ -8,4 +8,4 @@
 """
 from .driver import MIN_PYTHON, REASONS, InjectionError, check_target, inject
 
-__all__ = ["inject", "check_target", "InjectionError", "REASONS", "MIN_PYTHON"]
+__all__ = ["MIN_PYTHON", "REASONS", "InjectionError", "check_target", "inject"]

@@ -12,7 +12,14 @@ nested wait deadlocks the target for good; if gdb is killed during a call the
 target dies on the dummy return breakpoint; and on a stripped interpreter the
 unresolved symbols make it silently run nothing. What we do instead:
 
-* **Thread choice.** Every thread is classified from its backtrace, using only
+* **Checks first, from /proc only.** Gone, zombie, non-Python and CPython < 3.9
+  targets (``unsupported-python``) are refused before gdb is started; so is a
+  ptrace that would be refused (with the fix in the message).
+* **A short stop.** The gdb program (gdb_program.py) loads the target's
+  symbol files before it attaches (symbols.py), and when no thread is at a
+  safe point it detaches, lets the target run and samples again until the
+  deadline, instead of giving up on the first sample.
+* **Thread choice** (threads.py). Every thread is classified from its backtrace, using only
   names that exist without debug info (libc's and libpython's dynamic
   symbols). A thread is *safe* when it is blocked in a known syscall
   (``clock_nanosleep``, ``sem_clockwait``, ``accept4``, ``epoll_wait``, ...)
@@ -36,7 +43,7 @@ unresolved symbols make it silently run nothing. What we do instead:
   interpreters work (``nm -D python3.11`` exports all we need).
 * **Never kill gdb inside a call.** gdb runs in its own session (no terminal
   ^C), with stdin from /dev/null and output to a file (so the death of this
-  process cannot SIGPIPE it). The gdb script holds an ``flock`` on a lock file
+  process cannot SIGPIPE it). The gdb program holds an ``flock`` on a lock file
   for the whole inferior-call sequence. On timeout we take that lock without
   blocking: if we get it, gdb is between calls and is terminated (then the
   target gets a SIGCONT in case an attach stop was still pending); if not, gdb
@@ -49,8 +56,10 @@ unresolved symbols make it silently run nothing. What we do instead:
   ``exec(<wrapper>, {fresh dict})``; the wrapper ``exec``s `code` in another
   fresh dict, catches every exception (so a pending call always returns 0 and
   ``SystemExit`` cannot end the target) and writes ``ok`` or the error into a
-  status file made for the target inside ``/proc/PID/root/tmp`` (so it also
-  works across mount namespaces). sys.path and sys.modules are not touched.
+  status file that we made for the target in a folder we own inside
+  ``/proc/PID/root/tmp`` (so it also works across mount namespaces) and read
+  back without following links (folders.py). sys.path and sys.modules are not
+  touched.
 
 Side effects to know about: a target thread interrupted by the attach while
 blocked in a syscall (``epoll_wait``, ``accept``, ``sleep``, ...) may see
@@ -71,12 +80,11 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Dict, List, Optional, Tuple
 
 from . import symbols
-from .folders import InjectionFolders
+from .folders import InjectionFolders, printable
 
-__all__ = ["InjectionError", "inject", "check_target", "REASONS", "MIN_PYTHON"]
+__all__ = ["MIN_PYTHON", "REASONS", "InjectionError", "check_target", "inject"]
 
 REASONS = ("gdb-missing", "permission", "no-process", "not-python", "unsupported-python", "no-safe-thread",
            "timeout", "failed")
@@ -128,7 +136,7 @@ def _read_proc(pid: int, name: str) -> str:
             "or start the program with `dynupdate run` instead") from None
 
 
-def _status_fields(pid: int) -> Dict[str, str]:
+def _status_fields(pid: int) -> dict[str, str]:
     """Parsed /proc/PID/status: the uid, state and tracer of the target."""
     fields = {}
     for line in _read_proc(pid, "status").splitlines():
@@ -137,7 +145,7 @@ def _status_fields(pid: int) -> Dict[str, str]:
     return fields
 
 
-def _python_version(pid: int) -> Optional[Tuple[int, int]]:
+def _python_version(pid: int) -> tuple[int, int] | None:
     """(major, minor) of the target's interpreter, or None when it is not Python.
 
     Looks at the executable's name and the mapped libpython, which also finds
@@ -189,7 +197,7 @@ def _is_descendant(pid: int) -> bool:
     return False
 
 
-def _check_permission(pid: int, fields: Dict[str, str]) -> None:
+def _check_permission(pid: int, fields: dict[str, str]) -> None:
     """Fail early, with the fix in the message, when ptrace would be refused."""
     hint = ("or start the program with `dynupdate run` instead, which needs no ptrace")
     tracer = int(fields.get("TracerPid", "0") or 0)
@@ -255,10 +263,10 @@ if _status:
 """
 
 
-def _target_source(code: str, status_path: Optional[str]) -> str:
+def _target_source(code: str, status_path: str | None) -> str:
     """The single expression statement run in the target's __main__: binds no names there."""
-    return "exec(%r, {'__name__': '__dynupdate_inject__', '_src': %r, '_status': %r})\n" % (
-        _WRAPPER, code, status_path)
+    namespace = f"{{'__name__': '__dynupdate_inject__', '_src': {code!r}, '_status': {status_path!r}}}"
+    return f"exec({_WRAPPER!r}, {namespace})\n"
 
 
 # --------------------------------------------------------------------------- driving gdb
@@ -268,7 +276,7 @@ GDB_PROGRAM = os.path.join(_HERE, "gdb_program.py")
 THREADS_MODULE = os.path.join(_HERE, "threads.py")
 
 
-def _gdb_command(gdb: str) -> List[str]:
+def _gdb_command(gdb: str) -> list[str]:
     """gdb, fast and quiet: no init files, no debuginfod, no auto-loaded helpers; the program attaches itself."""
     return [gdb, "-nx", "-q", "-batch",
             "-iex", "set debuginfod enabled off",
@@ -281,7 +289,7 @@ def _gdb_command(gdb: str) -> List[str]:
             "-x", GDB_PROGRAM]
 
 
-def _try_lock(path: str) -> Optional[int]:
+def _try_lock(path: str) -> int | None:
     """An fd holding the gdb program's lock if it is free now (gdb is between inferior calls)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -294,7 +302,7 @@ def _try_lock(path: str) -> Optional[int]:
     return fd
 
 
-def _stop_gdb(proc: "subprocess.Popen[bytes]", pid: int, lock_path: str) -> bool:
+def _stop_gdb(proc: subprocess.Popen[bytes], pid: int, lock_path: str) -> bool:
     """Stop gdb only when it is provably not inside an inferior call; True if stopped.
 
     With the program's lock held by us gdb cannot start a call, so it can be
@@ -331,7 +339,7 @@ def _run_gdb(gdb: str, pid: int, source: str, work: InjectionFolders, deadline: 
         syms = symbols.plan(pid, _read_proc(pid, "maps"), work.local, timeout=max(0.5, (deadline - time.monotonic()) / 4))
     except InjectionError:
         raise
-    except Exception as exc:  # a best-effort speed-up: never a reason to fail
+    except Exception as exc:  # noqa: BLE001 - a best-effort speed-up is never a reason to fail
         _log.debug("symbol preload skipped for pid %d: %s", pid, exc)
         syms = None
     with open(config, "w") as fh:
@@ -376,10 +384,11 @@ def _run_gdb(gdb: str, pid: int, source: str, work: InjectionFolders, deadline: 
 
 
 def _tail(text: str, lines: int = 5) -> str:
-    return " | ".join(line for line in text.strip().splitlines()[-lines:]) or "(no output)"
+    """The last lines of gdb's output for a message, control characters escaped."""
+    return " | ".join(printable(line) for line in text.strip().splitlines()[-lines:]) or "(no output)"
 
 
-def _wait_status(work: InjectionFolders, deadline: float) -> Optional[str]:
+def _wait_status(work: InjectionFolders, deadline: float) -> str | None:
     """The wrapper's outcome line, waiting for it until deadline."""
     while work.has_status:
         status = work.read_status()
@@ -389,7 +398,7 @@ def _wait_status(work: InjectionFolders, deadline: float) -> Optional[str]:
     return None
 
 
-def _check_status(pid: int, status: Optional[str]) -> None:
+def _check_status(pid: int, status: str | None) -> None:
     """Turn an error reported by the wrapper into InjectionError(failed)."""
     if status and status != "ok":
         raise InjectionError("failed", f"the injected code ran in pid {pid} but raised: {status[6:]}")
@@ -406,7 +415,7 @@ def _remote_exec(pid: int, source: str, work: InjectionFolders, deadline: float)
     exe = f"/proc/{pid}/exe"
     try:
         done = subprocess.run([exe, "-I", "-S", "-c", "import sys; sys.remote_exec(int(sys.argv[1]), sys.argv[2])",
-                               str(pid), script_target], stdin=subprocess.DEVNULL, capture_output=True,
+                               str(pid), script_target], check=False, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         raise InjectionError("timeout", f"sys.remote_exec on pid {pid} did not return in time") from None
@@ -421,7 +430,7 @@ def _remote_exec(pid: int, source: str, work: InjectionFolders, deadline: float)
     _check_status(pid, status)
 
 
-def check_target(pid: int) -> Tuple[Dict[str, str], Tuple[int, int]]:
+def check_target(pid: int) -> tuple[dict[str, str], tuple[int, int]]:
     """(/proc status fields, Python version) of a pid we may inject into; InjectionError otherwise.
 
     Reads only /proc: refuses gone and zombie processes, programs that are not
@@ -469,7 +478,7 @@ def inject(pid: int, code: str, *, timeout: float = 15.0) -> None:
         result = _run_gdb(gdb, pid, source, work, deadline)
         _log.debug("gdb result for pid %d: %s", pid, json.dumps(result))
         if not result.get("ok"):
-            reason = result.get("reason") if result.get("reason") in REASONS else "failed"
+            reason = str(result.get("reason")) if result.get("reason") in REASONS else "failed"
             message = result.get("message") or "unknown error"
             hints = {
                 "no-safe-thread": "; retry when the program is less busy, or start it with `dynupdate run`",

@@ -18,7 +18,9 @@
 Both names carry our pid and its start time (``dynupdate-inj-PID-START-…``).
 A CLI killed during an attach cannot remove its folders, so every injection
 first removes the folders of injections whose process no longer exists
-(same name scheme, owned by us, found in the two parent folders it uses).
+(same name scheme, owned by us, found in the two parent folders it uses),
+and those of older dynupdate versions (``dynupdate-inj-XXXXXXXX``) once a day
+old.
 """
 from __future__ import annotations
 
@@ -27,18 +29,29 @@ import re
 import secrets
 import stat
 import tempfile
-from typing import Dict, Optional
+import time
 
-__all__ = ["InjectionFolders", "process_start", "remove_stale"]
+from typing_extensions import Self
+
+__all__ = ["InjectionFolders", "printable", "process_start", "remove_stale"]
 
 PREFIX = "dynupdate-inj-"
 _NAME = re.compile(r"^dynupdate-inj-(\d+)-(\d+)-[0-9a-f]+$")
+# Folders of dynupdate versions before the pid-start names (tempfile.mkdtemp): no owner process
+# to check, so only removed once they are clearly abandoned.
+_LEGACY_NAME = re.compile(r"^dynupdate-inj-[a-z0-9_]{8}$")
+LEGACY_AGE_S = 24 * 3600
 STATUS = "status"
 _STATUS_MAX = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def process_start(pid: int) -> Optional[int]:
+def printable(text: str) -> str:
+    """Text the target wrote, safe to put in a message for a terminal: control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def process_start(pid: int) -> int | None:
     """Start time of pid in clock ticks since boot (None when it does not exist): pid + start is unique."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -82,13 +95,17 @@ def remove_stale(parent_fd: int) -> int:
         names = os.listdir(parent_fd)
     except OSError:
         return 0
+    now = time.time()
     for name in names:
         match = _NAME.match(name)
-        if not match or _alive(int(match.group(1)), int(match.group(2))):
+        legacy = match is None and _LEGACY_NAME.match(name) is not None
+        if not (match or legacy) or (match and _alive(int(match.group(1)), int(match.group(2)))):
             continue
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except OSError:
+            continue
+        if legacy and now - st.st_mtime < LEGACY_AGE_S:
             continue
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
             _remove_folder(parent_fd, name)
@@ -103,16 +120,16 @@ def _folder_name() -> str:
 class InjectionFolders:
     """The private folder and (when possible) the drop folder of one injection; `close()` removes both."""
 
-    def __init__(self, pid: int, fields: Dict[str, str]) -> None:
+    def __init__(self, pid: int, fields: dict[str, str]) -> None:
         self.pid = pid
         self._parents: list = []
-        self._drop_fd: Optional[int] = None
+        self._drop_fd: int | None = None
         self._drop_name = ""
-        self._status_ino: Optional[int] = None
+        self._status_ino: int | None = None
         #: the status file's path as the target sees it (None: no drop folder, no confirmation)
-        self.status_target: Optional[str] = None
+        self.status_target: str | None = None
         #: the drop folder as the target sees it
-        self.drop_target: Optional[str] = None
+        self.drop_target: str | None = None
         base = tempfile.gettempdir()
         local_parent = os.open(base, _DIR_FLAGS)
         self._parents.append(local_parent)
@@ -130,7 +147,7 @@ class InjectionFolders:
                 _remove_folder(self._parents[1], self._drop_name)
             self.status_target = self.drop_target = None
 
-    def _make_drop(self, fields: Dict[str, str]) -> None:
+    def _make_drop(self, fields: dict[str, str]) -> None:
         parent = os.open(f"/proc/{self.pid}/root/tmp", _DIR_FLAGS)
         self._parents.append(parent)
         st = os.fstat(parent)
@@ -158,7 +175,7 @@ class InjectionFolders:
         """A file in the private folder."""
         return os.path.join(self.local, name)
 
-    def write_for_target(self, name: str, text: str) -> Optional[str]:
+    def write_for_target(self, name: str, text: str) -> str | None:
         """Write a file the target may read (not write) into the drop folder; its path as the target sees it."""
         if self._drop_fd is None or self.drop_target is None:
             return None
@@ -169,7 +186,7 @@ class InjectionFolders:
             fh.write(text)
         return f"{self.drop_target}/{name}"
 
-    def read_status(self) -> Optional[str]:
+    def read_status(self) -> str | None:
         """The wrapper's one-line outcome once written completely; None meanwhile or if anything is off."""
         if self._drop_fd is None:
             return None
@@ -187,7 +204,7 @@ class InjectionFolders:
         finally:
             os.close(fd)
         text = data.decode("utf-8", "replace")
-        return text.strip() if text.endswith("\n") else None
+        return printable(text.strip()) if text.endswith("\n") else None
 
     @property
     def has_status(self) -> bool:
@@ -205,7 +222,7 @@ class InjectionFolders:
             os.close(fd)
         self._parents = []
 
-    def __enter__(self) -> "InjectionFolders":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

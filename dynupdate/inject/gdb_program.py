@@ -30,10 +30,12 @@ import time
 
 import gdb  # type: ignore[import-not-found]  # only exists inside gdb
 
-CFG = json.load(open(os.environ["DYNUPDATE_INJECT_CONFIG"]))
+with open(os.environ["DYNUPDATE_INJECT_CONFIG"]) as _fh:
+    CFG = json.load(_fh)
 RESULT = {"ok": False, "reason": "failed", "message": "gdb program did not finish", "threads": [],
           "samples": 0, "stops_ms": [], "ms": {}}
 _T0 = time.monotonic()
+RESULT["t0"] = _T0  # CLOCK_MONOTONIC, shared with the driver: lines the marks up with outside observations
 
 
 def mark(name):
@@ -46,6 +48,7 @@ _spec.loader.exec_module(threads)
 
 SYMBOLS = ("PyGILState_Ensure", "PyGILState_Release", "PyRun_SimpleStringFlags", "PyRun_SimpleString",
            "Py_AddPendingCall", "mmap", "munmap")
+ADDR = {}  # name in SYMBOLS -> address in the target (see resolve)
 
 
 class Failure(Exception):
@@ -83,9 +86,9 @@ def preload_symbols():
     if not plan:
         return False
     try:
-        gdb.execute("file %s" % plan["exe"], to_string=True)
+        gdb.execute("file " + plan["exe"], to_string=True)
         for path, base in plan["libs"]:
-            gdb.execute("add-symbol-file %s -o %d" % (path, base), to_string=True)
+            gdb.execute(f"add-symbol-file {path} -o {base}", to_string=True)
         gdb.execute("set auto-solib-add off", to_string=True)
         return True
     except gdb.error as exc:
@@ -99,14 +102,14 @@ def attach(pid):
     """Attach (stopping the target); returns the monotonic time of the stop."""
     start = time.monotonic()
     try:
-        gdb.execute("attach %d" % pid, to_string=True)
+        gdb.execute(f"attach {pid}", to_string=True)
     except gdb.error as exc:
         text = str(exc)
         if "not permitted" in text:
-            raise Failure("permission", "gdb may not ptrace pid %d: %s" % (pid, text))
+            raise Failure("permission", f"gdb may not ptrace pid {pid}: {text}")
         if "No such process" in text or "no such process" in text:
-            raise Failure("no-process", "pid %d went away during injection" % pid)
-        raise Failure("failed", "gdb could not attach: %s" % text)
+            raise Failure("no-process", f"pid {pid} went away during injection")
+        raise Failure("failed", f"gdb could not attach: {text}")
     if gdb.selected_inferior().pid == 0:
         raise Failure("failed", "gdb could not attach")
     return start
@@ -117,13 +120,31 @@ def detach(stopped_at):
     RESULT["stops_ms"].append(round((time.monotonic() - stopped_at) * 1e3, 1))
 
 
-def check_symbols():
+def resolve(attached):
+    """Fill ADDR with the target address of every name in SYMBOLS (calls then need no lookup).
+
+    Before the attach (symbols preloaded) a name is taken only where its
+    address is already final: in a shared library, or in an executable that
+    is not position-independent (a PIE executable is relocated by the
+    attach); the rest is looked up once attached. Once attached, a missing
+    name is fatal: this is not the Python we expect.
+    """
+    plan = CFG.get("symbols") or {}
     for sym in SYMBOLS:
+        if sym in ADDR:
+            continue
         try:
-            gdb.parse_and_eval("(long)&" + sym)
+            addr = int(gdb.parse_and_eval("(long)&" + sym))
         except gdb.error:
+            if not attached:
+                continue
             raise Failure("not-python" if sym.startswith("Py") else "failed",
-                          "symbol %s not found in the target" % sym)
+                          f"symbol {sym} not found in the target") from None
+        if not attached and plan.get("exe_pie"):
+            where = gdb.execute(f"info symbol {addr}", to_string=True)
+            if " of " not in where or where.rsplit(" of ", 1)[1].strip() == plan["exe"]:
+                continue
+        ADDR[sym] = addr
 
 
 def in_syscall(frame):
@@ -136,7 +157,7 @@ def in_syscall(frame):
             return bytes(mem.read_memory(pc - 2, 2)) == b"\x0f\x05"
         if "aarch64" in arch:
             return bytes(mem.read_memory(pc - 4, 4)) == b"\x01\x00\x00\xd4"
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - unreadable pc or memory: "not in a syscall" is the safe answer
         pass
     return False
 
@@ -157,15 +178,28 @@ def backtrace(thread):
     return names, first is not None and in_syscall(first)
 
 
-def sample(inferior):
-    """[(lwp, state, names)] for every thread, and the gdb thread objects by lwp."""
-    states, by_lwp = [], {}
-    for thread in sorted(inferior.threads(), key=lambda t: t.num):
+def sample(inferior, main_lwp):
+    """[(lwp, state, names)] and the gdb thread objects by lwp.
+
+    The main thread is looked at first: when it is safe (a server blocked in
+    accept/poll/epoll, the usual case) the others cannot change the choice,
+    so their stacks are not walked and the stop stays short however many
+    threads the target has.
+    """
+    states, by_lwp, took = [], {}, []
+    ordered = sorted(inferior.threads(), key=lambda t: (t.ptid[1] != main_lwp, t.num))
+    for thread in ordered:
+        start = time.monotonic()
         names, syscall = backtrace(thread)
+        took.append(round((time.monotonic() - start) * 1e3, 1))
         lwp = thread.ptid[1]
         by_lwp[lwp] = thread
         states.append((lwp, threads.classify_names(names, syscall), names))
-    RESULT["threads"] = [{"lwp": lwp, "state": state, "frames": names[:12]} for lwp, state, names in states]
+        if lwp == main_lwp and states[-1][1] == "safe":
+            break
+    RESULT["threads"] = [{"lwp": lwp, "state": state, "frames": names[:12], "ms": ms}
+                         for (lwp, state, names), ms in zip(states, took)]
+    RESULT["threads_total"] = len(ordered)
     return states, by_lwp
 
 
@@ -176,10 +210,10 @@ def call(expr):
 def write_page(src):
     """Copy src (NUL-terminated) into a fresh page of the target (mmap takes no lock)."""
     size = (len(src) + 1 + 4095) // 4096 * 4096
-    addr = call("(long)((void *(*)(void *, unsigned long, int, int, int, long))mmap)"
-                "((void *)0, %d, 3, 0x22, -1, 0)" % size)
+    addr = call(f"(long)((void *(*)(void *, unsigned long, int, int, int, long)){ADDR['mmap']})"
+                f"((void *)0, {size}, 3, 0x22, -1, 0)")
     if addr in (-1, 0) or -4096 < addr < 0:
-        raise RuntimeError("mmap in the target failed (%d)" % addr)
+        raise RuntimeError(f"mmap in the target failed ({addr})")
     gdb.selected_inferior().write_memory(addr, src + b"\0")
     return addr, size
 
@@ -188,13 +222,13 @@ def run_sync(thread, src):
     """Ensure / run / release in a thread blocked with the GIL released."""
     thread.switch()
     addr, size = write_page(src)
-    state = call("(int)((int (*)(void))PyGILState_Ensure)()")
+    state = call(f"(int)((int (*)(void)){ADDR['PyGILState_Ensure']})()")
     try:
-        rc = call("(int)((int (*)(const char *, void *))PyRun_SimpleStringFlags)((const char *)%d, (void *)0)"
-                  % addr)
+        rc = call(f"(int)((int (*)(const char *, void *)){ADDR['PyRun_SimpleStringFlags']})"
+                  f"((const char *){addr}, (void *)0)")
     finally:
-        call("(int)(((void (*)(int))PyGILState_Release)(%d), 0)" % state)
-    call("(int)((int (*)(void *, unsigned long))munmap)((void *)%d, %d)" % (addr, size))
+        call(f"(int)(((void (*)(int)){ADDR['PyGILState_Release']})({state}), 0)")
+    call(f"(int)((int (*)(void *, unsigned long)){ADDR['munmap']})((void *){addr}, {size})")
     return rc
 
 
@@ -202,27 +236,26 @@ def run_pending(thread, src):
     """Queue the code for the main thread with Py_AddPendingCall (no GIL taken here)."""
     thread.switch()
     addr, _ = write_page(src)
-    return call("(int)((int (*)(void *, void *))Py_AddPendingCall)((void *)&PyRun_SimpleString, (void *)%d)"
-                % addr)
+    return call(f"(int)((int (*)(void *, void *)){ADDR['Py_AddPendingCall']})"
+                f"((void *){ADDR['PyRun_SimpleString']}, (void *){addr})")
 
 
 def run_call(mode, thread, deadline):
     """The inferior call sequence, under the lock the driver checks before it kills gdb."""
-    lock = open(CFG["lock"], "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-        if time.monotonic() > deadline - CFG["margin"]:
-            raise Failure("timeout", "out of time before running the code")
-        phase("call")
-        src = CFG["source"].encode("utf-8")
-        rc = run_sync(thread, src) if mode == "sync" else run_pending(thread, src)
-        phase("called")
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
+    with open(CFG["lock"], "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if time.monotonic() > deadline - CFG["margin"]:
+                raise Failure("timeout", "out of time before running the code")
+            phase("call")
+            src = CFG["source"].encode("utf-8")
+            rc = run_sync(thread, src) if mode == "sync" else run_pending(thread, src)
+            phase("called")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     if rc != 0:
-        raise Failure("failed", "%s returned %d" % (
-            "PyRun_SimpleStringFlags" if mode == "sync" else "Py_AddPendingCall", rc))
+        called = "PyRun_SimpleStringFlags" if mode == "sync" else "Py_AddPendingCall"
+        raise Failure("failed", f"{called} returned {rc}")
 
 
 def main():
@@ -230,21 +263,19 @@ def main():
     RESULT["preloaded"] = preload_symbols()
     mark("preloaded")
     pause = CFG.get("resample_s", 0.02)
-    checked = False
     if RESULT["preloaded"]:
-        check_symbols()  # from the preloaded files: no need to stop the target for it
-        checked = True
+        resolve(attached=False)  # from the preloaded files: no lookups while the target is stopped
+        mark("resolved")
     while True:
         phase("attach")
         stopped_at = attach(pid)
         mark("attached")
         try:
-            if not checked:
-                check_symbols()
-                checked = True
+            if len(ADDR) < len(SYMBOLS):
+                resolve(attached=True)
                 mark("checked")
             phase("classify")
-            states, by_lwp = sample(gdb.selected_inferior())
+            states, by_lwp = sample(gdb.selected_inferior(), pid)
             mark("classified")
             RESULT["samples"] += 1
             mode, lwp = threads.choose(states, pid)
@@ -258,8 +289,8 @@ def main():
         # No good moment now: let the target run, then look again (step 2).
         if time.monotonic() + pause > deadline - CFG["margin"]:
             raise Failure("no-safe-thread", "no thread of the target reached a point where running Python code "
-                          "is safe in %d samples (all wait for locks, or the main thread stays blocked in an "
-                          "unknown system call)" % RESULT["samples"])
+                          f"is safe in {RESULT['samples']} samples (all wait for locks, or the main thread stays "
+                          "blocked in an unknown system call)")
         phase("wait")
         time.sleep(pause)
         pause = min(pause * 1.5, 0.2)
@@ -275,8 +306,8 @@ try:
     RESULT.update(ok=True, reason=None, message="")
 except Failure as exc:
     RESULT.update(ok=False, reason=exc.reason, message=str(exc))
-except BaseException as exc:
-    RESULT.update(ok=False, reason="failed", message="gdb: %s" % (exc,))
+except BaseException as exc:  # noqa: BLE001 - whatever happens, report it and detach below
+    RESULT.update(ok=False, reason="failed", message=f"gdb: {exc}")
 finally:
     if gdb.selected_inferior().pid:
         quiet("detach")

@@ -21,18 +21,17 @@ import os
 import shutil
 import struct
 import subprocess
-from typing import Dict, List, Optional, Tuple
 
-__all__ = ["plan", "mapped_files", "has_debug_info"]
+__all__ = ["has_debug_info", "mapped_files", "plan"]
 
 _ELF_MAGIC = b"\x7fELF"
 # Smaller files (extension modules) keep their DWARF: expanding it costs microseconds, a copy ~20 ms.
 _STRIP_ABOVE = 1 << 20
 
 
-def mapped_files(maps_text: str) -> List[Tuple[str, int, int, int]]:
+def mapped_files(maps_text: str) -> list[tuple[str, int, int, int]]:
     """[(path, load base, device, inode)] of the files mapped from offset 0, in map order."""
-    seen: Dict[str, Tuple[str, int, int, int]] = {}
+    seen: dict[str, tuple[str, int, int, int]] = {}
     for line in maps_text.splitlines():
         parts = line.split(None, 5)
         if len(parts) < 6 or not parts[5].startswith("/") or int(parts[2], 16) != 0:
@@ -67,17 +66,45 @@ def has_debug_info(fd: int) -> bool:
     return False
 
 
-def _open_checked(path: str, dev: int, ino: int) -> Optional[int]:
+def load_bias_is_base(fd: int) -> bool:
+    """Whether a shared object's load bias equals the start of its first mapping (first PT_LOAD at 0).
+
+    True for every ordinary PIC library; anything else (prelinked, not ET_DYN,
+    unreadable headers) makes the caller fall back to gdb's own reading.
+    """
+    head = os.pread(fd, 64, 0)
+    if len(head) < 64 or head[:4] != _ELF_MAGIC or head[4] != 2 or head[5] != 1:
+        return False
+    e_type, = struct.unpack_from("<H", head, 0x10)
+    phoff, = struct.unpack_from("<Q", head, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+    if e_type != 3 or phentsize < 56 or not 0 < phnum < 256:  # ET_DYN
+        return False
+    table = os.pread(fd, phentsize * phnum, phoff)
+    for i in range(phnum):
+        p_type, = struct.unpack_from("<I", table, i * phentsize)
+        if p_type == 1:  # PT_LOAD
+            p_vaddr, = struct.unpack_from("<Q", table, i * phentsize + 0x10)
+            return p_vaddr == 0
+    return False
+
+
+def _open_checked(path: str, dev: int, ino: int) -> int | None:
     """A read-only fd on path if it still is the inode the target mapped, else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     st = os.fstat(fd)
-    if st.st_ino != ino or st.st_dev != dev or not (st.st_mode & 0o170000 == 0o100000):
+    if st.st_ino != ino or st.st_dev != dev or st.st_mode & 61440 != 32768:
         os.close(fd)
         return None
     return fd
+
+
+def _plain(path: str) -> bool:
+    """A path gdb's command line takes as one word (no blanks, quotes or backslashes)."""
+    return not any(c.isspace() or c in "\"'\\" for c in path)
 
 
 def _stripped_copy(fd: int, dest: str, timeout: float) -> bool:
@@ -85,7 +112,7 @@ def _stripped_copy(fd: int, dest: str, timeout: float) -> bool:
     if not objcopy:
         return False
     try:
-        done = subprocess.run([objcopy, "--strip-debug", f"/proc/self/fd/{fd}", dest], pass_fds=(fd,),
+        done = subprocess.run([objcopy, "--strip-debug", f"/proc/self/fd/{fd}", dest], check=False, pass_fds=(fd,),
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
@@ -93,8 +120,8 @@ def _stripped_copy(fd: int, dest: str, timeout: float) -> bool:
     return done.returncode == 0 and os.path.isfile(dest)
 
 
-def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> Optional[dict]:
-    """{"exe": path, "libs": [[path, base], ...]} for the gdb program, or None to let gdb read at attach.
+def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> dict | None:
+    """{"exe": path, "exe_pie": bool, "libs": [[path, base], ...]} for the gdb program, or None (gdb reads at attach).
 
     Stripped copies are written into workdir (the driver's private folder).
     The paths are resolved with realpath from the target's own view (same
@@ -109,10 +136,11 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> Option
     except OSError:
         return None
     files = mapped_files(maps_text)
-    if not files or exe.endswith(" (deleted)"):
+    if not files or exe.endswith(" (deleted)") or not _plain(workdir):
         return None
-    libs: List[List[object]] = []
+    libs: list[list[object]] = []
     exe_ok = False
+    exe_pie = True
     for index, (path, base, dev, ino) in enumerate(files):
         fd = _open_checked(path, dev, ino)
         if fd is None:
@@ -122,15 +150,20 @@ def plan(pid: int, maps_text: str, workdir: str, timeout: float = 5.0) -> Option
                 continue  # locale archives, caches: not symbol files
             if path == exe:
                 exe_ok = True  # loaded with `file`, as is: gdb must recognise it as the target's executable
+                exe_pie = os.pread(fd, 18, 0)[16] != 2  # not ET_EXEC: relocated at attach
                 continue
+            if not load_bias_is_base(fd):
+                return None
             use = path
             if os.fstat(fd).st_size > _STRIP_ABOVE and has_debug_info(fd):
                 use = os.path.join(workdir, f"sym{index}-{os.path.basename(path)}")
                 if not _stripped_copy(fd, use, timeout):
                     return None
+            if not _plain(use):
+                return None
             libs.append([use, base])
         finally:
             os.close(fd)
-    if not exe_ok:
+    if not exe_ok or not _plain(exe):
         return None
-    return {"exe": exe, "libs": libs}
+    return {"exe": exe, "exe_pie": exe_pie, "libs": libs}

@@ -20,8 +20,16 @@ A thread is judged only by function names that exist without debug info
 * **running**: not in a system call (CPU-bound, or between calls).
 """
 
-__all__ = ["SAFE", "UNSAFE_EXACT", "UNSAFE_PREFIX", "normalise", "is_unsafe", "classify_names", "choose",
-           "pythonish"]
+__all__ = [
+    "SAFE",
+    "UNSAFE_EXACT",
+    "UNSAFE_PREFIX",
+    "choose",
+    "classify_names",
+    "is_unsafe",
+    "normalise",
+    "pythonish",
+]
 
 # Innermost functions of a thread blocked in a syscall with the GIL released
 # (names normalised: leading underscores, __GI_/__libc_ and 64/_nocancel dropped).
@@ -64,7 +72,7 @@ def normalise(name):
         old = name
         name = name.lstrip("_")
         for prefix in ("GI_", "libc_"):
-            if name.startswith(prefix):
+            if name.startswith(prefix):  # noqa: FURB188 - str.removeprefix needs 3.9; gdb's Python may be older
                 name = name[len(prefix):]
         for suffix in ("_nocancel", "_time64", "64"):
             if name.endswith(suffix) and len(name) > len(suffix):

@@ -2,7 +2,7 @@
 
 Prints "KIND LWP" per thread, then "ready"; runs until killed. Works under -S.
 Kinds: main_select (select with the GIL released), sleeper (time.sleep),
-event_wait (Event.wait: a CPython lock wait), acceptor (socket.accept),
+event_wait (Event.wait: a CPython lock wait), acceptor (socket.accept), epoller (epoll.poll),
 reader (os.read on a pipe), spinner_a and spinner_b (CPU-bound: at any
 moment one holds the GIL and the other waits for it in take_gil).
 """
@@ -39,6 +39,14 @@ def acceptor():
     srv.accept()
 
 
+def epoller():
+    record("epoller")
+    ep = select.epoll()
+    r, _w = os.pipe()
+    ep.register(r, select.EPOLLIN)
+    ep.poll()
+
+
 def reader():
     record("reader")
     r, _w = os.pipe()
@@ -52,11 +60,11 @@ def spinner(kind):
         x += 1
 
 
-for target, args in ((sleeper, ()), (event_wait, ()), (acceptor, ()), (reader, ()),
+for target, args in ((sleeper, ()), (event_wait, ()), (acceptor, ()), (epoller, ()), (reader, ()),
                      (spinner, ("spinner_a",)), (spinner, ("spinner_b",))):
     threading.Thread(target=target, args=args, daemon=True).start()
 record("main_select")
-while len(lwps) < 7:
+while len(lwps) < 8:
     time.sleep(0.01)
 time.sleep(0.5)
 for kind, lwp in lwps.items():
