@@ -56,8 +56,8 @@ def test_cli_killed_during_safe_point_wait(rel):
     held = rel.get_async("/label")              # held at the mediator while the update waits
     cmd.kill(signal.SIGKILL)
     # the agent notices the disconnect on its next check, long before --timeout 60
-    took = wait_not_busy(rel.pid, timeout=10)
-    assert took < 10
+    took = wait_not_busy(rel.pid, timeout=55)   # polls up to 55 s, so the bound below can fail
+    assert took < 10, f"the agent stayed busy {took:.1f} s after its client was killed"
     assert held.wait(10) == {"label": "v1"}, "held calls are released onto the old code"
     rel.gate("g-kill", "release")
     assert call.wait() == {"inside": "v1", "self": "v1"}
