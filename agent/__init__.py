@@ -17,7 +17,7 @@ imports only the standard library and msgpack. Programs that opt in use:
 from .factories import updatable
 from .generations import activity
 from .history import current_version
-from .runtime import AGENT_VERSION as __version__
+from .runtime import AGENT_VERSION as __version__  # noqa: F401 - the package version, re-exported
 from .runtime import AgentStartError, running, start, stop
 
 __all__ = ["start", "stop", "running", "updatable", "activity", "current_version", "AgentStartError"]

@@ -10,8 +10,20 @@ Scripts use the same library as the CLI:
 from .attach import connect
 from .bundle import load_bundle
 from .client import Client
-from .errors import (AccessDenied, BundleError, Busy, DynupdateError, GdbMissing, InjectionFailed, NoSuchProcess,
-                     NotPython, RemoteError, SafePointTimeout, TargetUnreachable, UsageError)
+from .errors import (
+                     AccessDenied,
+                     BundleError,
+                     Busy,
+                     DynupdateError,
+                     GdbMissing,
+                     InjectionFailed,
+                     NoSuchProcess,
+                     NotPython,
+                     RemoteError,
+                     SafePointTimeout,
+                     TargetUnreachable,
+                     UsageError,
+)
 
 __version__ = "0.1.0"
 __all__ = ["Client", "connect", "load_bundle", "DynupdateError", "UsageError", "BundleError", "TargetUnreachable",

@@ -28,7 +28,8 @@ def pid_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
     resolved = click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
                             help="Read the target's pid from this file (e.g. gunicorn's -p).")(resolved)
-    return click.option("--pid", "-p", type=click.IntRange(min=1), default=None, help="Process id of the target.")(resolved)
+    return click.option("--pid", "-p", type=click.IntRange(min=1), default=None,
+                        help="Process id of the target.")(resolved)
 
 
 tree_option = click.option("--tree", is_flag=True, help="The process and all its descendants (a pre-fork "
@@ -149,7 +150,8 @@ def attach(pid: int, inject_timeout: float, as_json: bool) -> None:
     \b
     Example:  dynupdate attach --pid 4242
     """
-    from . import attach as attach_mod, render
+    from . import attach as attach_mod
+    from . import render
 
     _set_json(as_json, "attach", pid)
     client, injected = attach_mod.connect(pid, notify=_notifier(as_json), inject_timeout=inject_timeout)
@@ -181,7 +183,8 @@ def status(pid: int, as_json: bool, no_inject: bool, tree: bool) -> None:
       dynupdate status --pid 4242 --json --no-inject | jq .version
       dynupdate status --pidfile /run/gunicorn.pid --tree    # one row per process, flags version skew
     """
-    from . import attach as attach_mod, render
+    from . import attach as attach_mod
+    from . import render
 
     _set_json(as_json, "status", pid)
     if tree:
@@ -308,7 +311,8 @@ def build(trees: tuple, from_rev: Optional[str], to_rev: Optional[str], roots: t
       dynupdate build --from v1.4.0 --to v1.4.1 --requires base -o b
       dynupdate build old_src/ new_src/ --root . --version 2 -o b --strict
     """
-    from . import build as build_mod, render
+    from . import build as build_mod
+    from . import render
 
     _set_json(as_json, "build")
     if len(trees) not in (0, 2):
@@ -330,7 +334,8 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
     """Send one update request and report the outcome the target has, whatever happens to us meanwhile."""
     from contextlib import ExitStack
 
-    from . import attach as attach_mod, interrupt, render
+    from . import attach as attach_mod
+    from . import interrupt, render
 
     _set_json(as_json, action, pid, verbose)
     client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
@@ -599,7 +604,8 @@ def probe_show(pid: int, probe_id: str, follow: bool, as_json: bool) -> None:
     """
     import time as time_mod
 
-    from . import attach as attach_mod, render
+    from . import attach as attach_mod
+    from . import render
 
     _set_json(as_json, "probe", pid)
     client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
