@@ -197,7 +197,8 @@ class Differ:
             try:
                 cls.__bases__ = bases
             except TypeError as exc:
-                raise UnsupportedChange(f"new class {cls.__qualname__}: cannot base it on the live classes ({exc})")
+                raise UnsupportedChange(f"new class {cls.__qualname__}: cannot base it on the live classes "
+                                        f"({exc})") from None
         self.mp.adopted.append(cls)
 
     # -- functions --------------------------------------------------------------

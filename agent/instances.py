@@ -23,13 +23,13 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import factories, typeslots
+from .mediator import MEDIATOR_FILE as _MEDIATOR_FILE
 
 #: a scan slice runs at most this long before the scanning thread sleeps for REST_S, so a
 #: request thread waiting for the GIL gets it within about a slice (the interpreter's own
 #: switch interval is 5 ms, and a request needs the GIL several times)
 SLICE_S = 0.0005
 REST_S = 0.0005
-_MEDIATOR_FILE = "<dynupdate mediator>"
 
 
 def subclasses(cls: type) -> List[type]:

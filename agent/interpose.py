@@ -27,7 +27,7 @@ _BODIES = {
     GENERATOR: "return (yield from '__DISPATCH__'('__KEY__', args, kwargs))",
     COROUTINE: "return await '__DISPATCH__'('__KEY__', args, kwargs)",
 }
-_templates: Dict[Tuple[str, int], types.CodeType] = {}
+_templates: Dict[Tuple[str, int, str, str], types.CodeType] = {}
 
 
 class NotInterposable(TypeError):
@@ -44,9 +44,10 @@ def kind_of(code: types.CodeType) -> str:
     return PLAIN
 
 
-def _template(kind: str, nfree: int) -> types.CodeType:
-    """A forwarder of `kind` with `nfree` free variables, so it fits any closure."""
-    code = _templates.get((kind, nfree))
+def _template(kind: str, nfree: int, body: str, filename: str) -> types.CodeType:
+    """`def f(*args, **kwargs): <body>` of `kind`, with `nfree` free variables so it fits any closure."""
+    key = (kind, nfree, body, filename)
+    code = _templates.get(key)
     if code is not None:
         return code
     names = [f"_f{i}" for i in range(nfree)]
@@ -56,25 +57,40 @@ def _template(kind: str, nfree: int) -> types.CodeType:
     lines.append(f"    {'async ' if kind == COROUTINE else ''}def forwarder(*args, **kwargs):")
     if names:
         lines.append(f"        nonlocal {', '.join(names)}")
-    lines.append(f"        {_BODIES[kind]}")
+    lines.append(f"        {body}")
     lines.append("    return forwarder")
     namespace: Dict[str, Any] = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exec(compile("\n".join(lines), "<dynupdate interposer>", "exec"), namespace)
+        warnings.simplefilter("ignore")  # "'str' object is not callable": the placeholders are swapped below
+        exec(compile("\n".join(lines), filename, "exec"), namespace)
     code = namespace["_outer"]().__code__
-    _templates[(kind, nfree)] = code
+    _templates[key] = code
     return code
 
 
-def forwarder(original: types.CodeType, dispatch: Any, key: int) -> types.CodeType:
-    """The code to put in place of `original`: calls ``dispatch(key, args, kwargs)``."""
-    template = _template(kind_of(original), len(original.co_freevars))
-    consts = tuple(dispatch if c == "__DISPATCH__" else key if c == "__KEY__" else c for c in template.co_consts)
+def shaped_code(original: types.CodeType, body: str, placeholders: Dict[str, Any], *, filename: str,
+                kind: str = PLAIN) -> types.CodeType:
+    """A small code object that can replace `original` as a function's `__code__`.
+
+    It has as many free variables as `original` (CPython requires the code to
+    fit the function's closure), `original`'s name, and runs `body`, in which
+    each string constant named in `placeholders` stands for that object. The
+    mediator, the forwarders of replaced functions and the interposers all
+    build their stand-ins here; `filename` tells their frames apart.
+    """
+    template = _template(kind, len(original.co_freevars), body, filename)
+    consts = tuple(placeholders.get(c, c) if isinstance(c, str) else c for c in template.co_consts)
     fields: Dict[str, Any] = {"co_consts": consts, "co_name": original.co_name}
     if sys.version_info >= (3, 11):
         fields["co_qualname"] = original.co_qualname
     return template.replace(**fields)
+
+
+def forwarder(original: types.CodeType, dispatch: Any, key: int) -> types.CodeType:
+    """The code to put in place of `original`: calls ``dispatch(key, args, kwargs)``, same kind."""
+    kind = kind_of(original)
+    return shaped_code(original, _BODIES[kind], {"__DISPATCH__": dispatch, "__KEY__": key},
+                       filename="<dynupdate interposer>", kind=kind)
 
 
 def original_clone(fn: types.FunctionType, code: types.CodeType) -> types.FunctionType:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import interpose, sources
 from .plan import MISSING, Op, Plan, SetAttr
@@ -74,7 +74,7 @@ class InterposeFunction(Op):
         return f"interpose {self.label}"
 
 
-def _adapter(name: str, around: Any) -> types.FunctionType:
+def _adapter(name: str, around: Any) -> Callable[..., Any]:
     """A stand-in for a removed function: calls around(None, *args, **kwargs)."""
     def adapter(*args: Any, **kwargs: Any) -> Any:
         return around(None, *args, **kwargs)

@@ -28,37 +28,13 @@ import sys
 import threading
 import time
 import types
-import warnings
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, List, Optional, Set
 
-from . import loops
+from . import interpose, loops
 
-_templates: Dict[int, types.CodeType] = {}
-
-
-def _template(nfree: int) -> types.CodeType:
-    """A trampoline code object with `nfree` free variables (to fit any closure)."""
-    code = _templates.get(nfree)
-    if code is not None:
-        return code
-    names = [f"_f{i}" for i in range(nfree)]
-    lines = ["def _outer():"]
-    if names:
-        lines.append(f"    {' = '.join(names)} = None")
-    lines.append("    def trampoline(*args, **kwargs):")
-    if names:
-        lines.append(f"        nonlocal {', '.join(names)}")
-    lines.append("        return '__HELD__'('__KEY__', args, kwargs)")
-    lines.append("    return trampoline")
-    namespace: Dict[str, Any] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exec(compile("\n".join(lines), "<dynupdate mediator>", "exec"), namespace)
-    code = namespace["_outer"]().__code__
-    _templates[nfree] = code
-    return code
-
+#: the file name of the trampolines' code: safepoint.py and instances.py recognise held frames by it
+MEDIATOR_FILE = "<dynupdate mediator>"
 
 class _Entry:
     __slots__ = ("fn", "original", "trampoline", "after")
@@ -159,12 +135,8 @@ class Mediator:
 
 
     def _trampoline_for(self, original: types.CodeType, key: int) -> types.CodeType:
-        template = _template(len(original.co_freevars))
-        consts = tuple(self._dispatch if c == "__HELD__" else key if c == "__KEY__" else c for c in template.co_consts)
-        fields: Dict[str, Any] = {"co_consts": consts, "co_name": original.co_name}
-        if sys.version_info >= (3, 11):
-            fields["co_qualname"] = original.co_qualname
-        return template.replace(**fields)
+        return interpose.shaped_code(original, "return '__HELD__'('__KEY__', args, kwargs)",
+                                     {"__HELD__": self._dispatch, "__KEY__": key}, filename=MEDIATOR_FILE)
 
     def _call(self, key: int, args: tuple, kwargs: dict) -> Any:
         entry = self._entries[key]

@@ -141,8 +141,9 @@ def resolve(target: str) -> types.FunctionType:
     if not isinstance(obj, types.FunctionType):
         raise ProbeError("NotProbeable", f"{target} is a {type(obj).__name__}, not a Python function; "
                          f"only functions and methods written in Python can be probed")
+    site = _site_of(obj)
     try:
-        interpose.kind_of(obj.__code__ if not _is_probed(obj) else _site_of(obj).original)
+        interpose.kind_of(site.original if site is not None else obj.__code__)
     except interpose.NotInterposable as exc:
         raise ProbeError("NotProbeable", f"{target}: {exc}") from None
     return obj
@@ -642,10 +643,6 @@ _registry = Registry()
 _site_of = _registry.site_of
 
 
-def _is_probed(fn: types.FunctionType) -> bool:
-    return _registry.site_of(fn) is not None
-
-
 def detached() -> Any:
     """Context manager for the updater: probes off during an update, back on afterwards."""
     return _registry.detached()
@@ -667,8 +664,9 @@ def _check_spec(request: Dict[str, Any]) -> Dict[str, Any]:
     for key, value in spec.items():
         if key not in types_:
             raise ProbeError("BadRequest", f"unknown probe field {key!r}")
-        if value is not None and (not isinstance(value, types_[key]) or
-                                  (types_[key] != bool and isinstance(value, bool))):
+        accepted: Any = types_[key]
+        if value is not None and (not isinstance(value, accepted) or
+                                  (accepted is not bool and isinstance(value, bool))):
             raise ProbeError("BadRequest", f"probe field {key!r} has the wrong type")
     if not any(spec.get(k) for k in ("log", "count", "time", "capture")):
         raise ProbeError("BadRequest", "a probe needs at least one of --log, --count, --time, --capture")

@@ -21,12 +21,13 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from . import generations, lazy, loops
+from .mediator import MEDIATOR_FILE as _MEDIATOR_FILE
 
 AGENT_THREAD_PREFIX = "dynupdate-agent"
 #: a thread running a lazy state transfer is doing old-generation work: the swap waits for it,
 #: and the mediator lets its calls through instead of holding them (which deadlocked the wait)
 _LAZY_TRANSFER = lazy.LazyClass._transfer.__code__
-_MEDIATOR_FILE = "<dynupdate mediator>"
+
 #: tasks named one by one in progress and errors; the rest are counted (a service may have thousands)
 MAX_NAMED_TASKS = 20
 

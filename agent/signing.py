@@ -87,8 +87,8 @@ def checked_bundle(request: Dict[str, Any], key: Optional[bytes]) -> Dict[str, A
         actual = digest(mod["source"].encode("utf-8", "surrogatepass"))
         if actual != mod["sha256"]:
             raise wire.RequestError("DigestMismatch", f"{mod.get('name') or mod.get('file')!r}: sha256 of the "
-                                    f"received source is {actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was "
-                                    f"altered in transit or on disk. Nothing was changed.")
+                                    f"received source is {actual[:16]}…, the bundle says {mod['sha256'][:16]}…; "
+                                    f"the bundle was altered in transit or on disk. Nothing was changed.")
     if key is not None:
         _refuse_unschemed(request, bundle)
         if bundle.get("signature") is None:

@@ -19,8 +19,27 @@ import threading
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import (callers, diff, factories, forking, generations, history, instances, interposers, lazy, probes,
-               refusals, rehearsal, report, signing, sources, transaction, veto, watchdog, wire)
+from . import (
+    callers,
+    diff,
+    factories,
+    forking,
+    generations,
+    history,
+    instances,
+    interposers,
+    lazy,
+    probes,
+    refusals,
+    rehearsal,
+    report,
+    signing,
+    sources,
+    transaction,
+    veto,
+    watchdog,
+    wire,
+)
 from .importer import BundleFinder, InstallFinder, prepare_restore
 from .mediator import Mediator
 from .plan import Plan, UpdateFunction

@@ -7,11 +7,41 @@ Scripts use the same library as the CLI:
     with client:
         result = client.apply(load_bundle("patches/cart-v2"), timeout=10)
 """
-from .attach import connect
-from .bundle import load_bundle
-from .client import Client
-from .errors import (AccessDenied, BundleError, Busy, DynupdateError, GdbMissing, InjectionFailed, NoSuchProcess,
-                     NotPython, RemoteError, SafePointTimeout, TargetUnreachable, UsageError)
+from typing import Any, List
+
+from .errors import (
+                     AccessDenied,
+                     BundleError,
+                     Busy,
+                     DynupdateError,
+                     GdbMissing,
+                     InjectionFailed,
+                     NoSuchProcess,
+                     NotPython,
+                     RemoteError,
+                     SafePointTimeout,
+                     TargetUnreachable,
+                     UsageError,
+)
+
+# Loaded on first use (PEP 562), so `dynupdate status` does not import the bundle loader and friends.
+_LAZY = {"connect": ("attach", "connect"), "load_bundle": ("bundle", "load_bundle"), "Client": ("client", "Client")}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'dynupdate' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 __all__ = ["Client", "connect", "load_bundle", "DynupdateError", "UsageError", "BundleError", "TargetUnreachable",

@@ -9,8 +9,6 @@ import os
 import time
 from typing import Callable
 
-import dynupdate_agent
-
 from . import errors
 from .client import Client, agent_socket
 
@@ -18,6 +16,8 @@ Notify = Callable[[str], None]
 
 
 def _agent_dir() -> str:
+    import dynupdate_agent
+
     return os.path.dirname(os.path.abspath(dynupdate_agent.__file__))
 
 

@@ -28,7 +28,8 @@ def pid_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
     resolved = click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
                             help="Read the target's pid from this file (e.g. gunicorn's -p).")(resolved)
-    return click.option("--pid", "-p", type=click.IntRange(min=1), default=None, help="Process id of the target.")(resolved)
+    return click.option("--pid", "-p", type=click.IntRange(min=1), default=None,
+                        help="Process id of the target.")(resolved)
 
 
 tree_option = click.option("--tree", is_flag=True, help="The process and all its descendants (a pre-fork "
@@ -149,15 +150,17 @@ def attach(pid: int, inject_timeout: float, as_json: bool) -> None:
     \b
     Example:  dynupdate attach --pid 4242
     """
-    from . import attach as attach_mod, render
+    from . import attach as attach_mod
 
     _set_json(as_json, "attach", pid)
     client, injected = attach_mod.connect(pid, notify=_notifier(as_json), inject_timeout=inject_timeout)
     with client:
         hello = client.hello()
     if as_json:
-        render.emit_json({"ok": True, "pid": pid, "injected": injected, "agent": hello})
+        streams.emit_json({"ok": True, "pid": pid, "injected": injected, "agent": hello})
     else:
+        from . import render
+
         state = "injected and listening" if injected else "already running"
         render.out.print(render.line(f"agent {state} in pid {pid} (agent ", render.txt(hello.get("agent_version")),
                                      ", Python ", render.txt(hello.get("python")), ", socket ",
@@ -181,7 +184,7 @@ def status(pid: int, as_json: bool, no_inject: bool, tree: bool) -> None:
       dynupdate status --pid 4242 --json --no-inject | jq .version
       dynupdate status --pidfile /run/gunicorn.pid --tree    # one row per process, flags version skew
     """
-    from . import attach as attach_mod, render
+    from . import attach as attach_mod
 
     _set_json(as_json, "status", pid)
     if tree:
@@ -194,8 +197,10 @@ def status(pid: int, as_json: bool, no_inject: bool, tree: bool) -> None:
     data.pop("ok", None)
     data.pop("id", None)
     if as_json:
-        render.emit_json(status_json(data))
+        streams.emit_json(status_json(data))
     else:
+        from . import render
+
         render.status(data)
 
 
@@ -214,7 +219,7 @@ def ps(as_json: bool) -> None:
       dynupdate ps
       dynupdate ps --json | jq '.[] | select(.agent) | .pid'
     """
-    from . import procs, render, stale
+    from . import procs, stale
 
     _set_json(as_json, "ps")
     removed = stale.remove_stale_sockets()
@@ -222,8 +227,10 @@ def ps(as_json: bool) -> None:
         _notifier(as_json)(f"removed {len(removed)} socket(s) left by processes that no longer exist")
     rows = procs.python_processes()
     if as_json:
-        render.emit_json(rows)
+        streams.emit_json(rows)
     else:
+        from . import render
+
         render.processes(rows)
 
 
@@ -264,7 +271,7 @@ def check(bundle: str, pid: Optional[int], key_file: Optional[str], allow_stdlib
             result = client.apply(loaded, dry_run=True)
         summary["target"] = update_json(result, pid)
     if as_json:
-        render.emit_json(summary)
+        streams.emit_json(summary)
         return
     if pid is not None:
         render.update_summary(summary["target"], action="apply")
@@ -308,7 +315,8 @@ def build(trees: tuple, from_rev: Optional[str], to_rev: Optional[str], roots: t
       dynupdate build --from v1.4.0 --to v1.4.1 --requires base -o b
       dynupdate build old_src/ new_src/ --root . --version 2 -o b --strict
     """
-    from . import build as build_mod, render
+    from . import build as build_mod
+    from . import render
 
     _set_json(as_json, "build")
     if len(trees) not in (0, 2):
@@ -317,7 +325,7 @@ def build(trees: tuple, from_rev: Optional[str], to_rev: Optional[str], roots: t
                              new_tree=trees[1] if trees else None, roots=roots, name=name, version=version,
                              requires=requires, out=output, stub=stub_transfer, strict=strict)
     if as_json:
-        render.emit_json(result.as_json())
+        streams.emit_json(result.as_json())
     else:
         render.build_report(result)
     if strict and result.needs_action:
@@ -330,10 +338,13 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
     """Send one update request and report the outcome the target has, whatever happens to us meanwhile."""
     from contextlib import ExitStack
 
-    from . import attach as attach_mod, interrupt, render
+    from . import attach as attach_mod
+    from . import interrupt
 
     _set_json(as_json, action, pid, verbose)
     client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
+    if not as_json:
+        from . import render
     marks = None if as_json else render.PhaseMarks(render.err)
     ctrl_c = interrupt.arm(client)
     with ExitStack() as stack:
@@ -362,10 +373,12 @@ def _run_update(pid: int, as_json: bool, action: str, call: Callable[..., Dict[s
         if marks is not None:
             marks.succeeded(result)
     if as_json:
-        render.emit_json(update_json(result, pid))
+        streams.emit_json(update_json(result, pid))
     else:
         render.update_summary(result, action=action)
     if ctrl_c.requested:
+        from . import render
+
         render.err.print(render.line(("interrupted too late:", "yellow"),
                                      f" the {action} had already landed; pid {pid} runs ",
                                      render.txt(repr(result.get("version")))))
@@ -550,7 +563,7 @@ def probe_add(pid: int, target: str, template: Optional[str], count: bool, timin
     signature = probes_mod.sign(read_key(key_file), spec) if key_file else None
     reply = _probe_request(pid, as_json, "add", probe=spec, signature=signature)
     if as_json:
-        render.emit_json(reply)
+        streams.emit_json(reply)
     else:
         render.probe_added(reply["probe"])
 
@@ -579,7 +592,7 @@ def probe_list(pid: int, as_json: bool) -> None:
     _set_json(as_json, "probe", pid)
     reply = _probe_request(pid, as_json, "list")
     if as_json:
-        render.emit_json(reply)
+        streams.emit_json(reply)
     else:
         render.probe_table(reply["probes"])
 
@@ -599,7 +612,8 @@ def probe_show(pid: int, probe_id: str, follow: bool, as_json: bool) -> None:
     """
     import time as time_mod
 
-    from . import attach as attach_mod, render
+    from . import attach as attach_mod
+    from . import render
 
     _set_json(as_json, "probe", pid)
     client, _ = attach_mod.connect(pid, notify=_notifier(as_json))
@@ -608,7 +622,7 @@ def probe_show(pid: int, probe_id: str, follow: bool, as_json: bool) -> None:
         reply.pop("id", None)
         if not follow:
             if as_json:
-                render.emit_json(reply)
+                streams.emit_json(reply)
             else:
                 render.probe_detail(reply["probe"], reply["records"])
             return
@@ -647,7 +661,7 @@ def probe_remove(pid: int, probe_ids: tuple, remove_all: bool, as_json: bool) ->
         raise errors.UsageError("give probe ids, or --all")
     reply = _probe_request(pid, as_json, "remove", ids="all" if remove_all else list(probe_ids))
     if as_json:
-        render.emit_json(reply)
+        streams.emit_json(reply)
     else:
         render.out.print(f"removed {', '.join(reply['removed']) or 'nothing (no probes)'}", markup=False)
 
@@ -706,9 +720,9 @@ def _report(exc: errors.DynupdateError) -> None:
 
     if _json_output["enabled"]:
         if _json_output["command"] in ("apply", "rollback"):
-            render.emit_json(update_json(exc.result, _json_output["pid"], error=exc.as_json()))
+            streams.emit_json(update_json(exc.result, _json_output["pid"], error=exc.as_json()))
         else:
-            render.emit_json({"ok": False, "pid": _json_output["pid"], "error": exc.as_json()})
+            streams.emit_json({"ok": False, "pid": _json_output["pid"], "error": exc.as_json()})
     render.error(exc, verbose=bool(_json_output["verbose"]))
 
 

@@ -79,9 +79,7 @@ def _rows(value: Any) -> List[Dict[str, Any]]:
     return [_dict(row) for row in value] if isinstance(value, list) else []
 
 
-def emit_json(obj: Any) -> None:
-    streams.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    streams.stdout.flush()
+emit_json = streams.emit_json
 
 
 def _when(ts: Optional[float]) -> str:

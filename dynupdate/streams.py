@@ -70,3 +70,12 @@ def _silence(fd: int) -> None:
             os.close(devnull)
     except OSError:
         pass
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on stdout. Lives here, not in render, so `--json` output never loads rich."""
+    import json
+
+    stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    stdout.flush()
+

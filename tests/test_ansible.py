@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -133,8 +134,10 @@ def test_rollout_canary_failure_rollback_then_converge(fleet, tmp_path):
     code, data = dynupdate_json("rollback", "--pid", str(h4.pid))
     assert code == 0, data
 
+    started = time.monotonic()
     ok = _playbook(tmp_path, fleet, bundle)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    print(f"ansible rollout to 5 local hosts (canary, then batches of 2): {time.monotonic() - started:.1f} s")
     assert [_get(p) for _, p in fleet] == ["hello 2"] * 5
     # the canary (first batch) was updated before every other host
     applied = []

@@ -336,7 +336,8 @@ def _run_gdb(gdb: str, pid: int, source: str, work: InjectionFolders, deadline: 
     config, result, log = (work.path(n) for n in ("config.json", "result.json", "gdb.log"))
     lock, phase = work.path("lock"), work.path("phase")
     try:
-        syms = symbols.plan(pid, _read_proc(pid, "maps"), work.local, timeout=max(0.5, (deadline - time.monotonic()) / 4))
+        syms = symbols.plan(pid, _read_proc(pid, "maps"), work.local,
+                            timeout=max(0.5, (deadline - time.monotonic()) / 4))
     except InjectionError:
         raise
     except Exception as exc:  # noqa: BLE001 - a best-effort speed-up is never a reason to fail

@@ -106,10 +106,10 @@ def attach(pid):
     except gdb.error as exc:
         text = str(exc)
         if "not permitted" in text:
-            raise Failure("permission", f"gdb may not ptrace pid {pid}: {text}")
+            raise Failure("permission", f"gdb may not ptrace pid {pid}: {text}") from None
         if "No such process" in text or "no such process" in text:
-            raise Failure("no-process", f"pid {pid} went away during injection")
-        raise Failure("failed", f"gdb could not attach: {text}")
+            raise Failure("no-process", f"pid {pid} went away during injection") from None
+        raise Failure("failed", f"gdb could not attach: {text}") from None
     if gdb.selected_inferior().pid == 0:
         raise Failure("failed", "gdb could not attach")
     return start
