@@ -29,6 +29,9 @@ _LAZY_TRANSFER = lazy.LazyClass._transfer.__code__
 _MEDIATOR_FILE = "<dynupdate mediator>"
 #: tasks named one by one in progress and errors; the rest are counted (a service may have thousands)
 MAX_NAMED_TASKS = 20
+#: a parked loop waits for the swap and transfer at most max(--timeout, this) seconds; past
+#: that it runs again and the update is undone (an eager transfer of many instances needs time)
+MIN_LOOP_HOLD = 10.0
 
 
 class SafePoint:
@@ -120,7 +123,7 @@ class SafePoint:
         running = [lp for lp in loops.running_loops() if lp is not loops.running_loop()]
         if not running:
             return None
-        pause = loops.LoopPause(running, hold_limit=max(self.hold_limit, 1.0))
+        pause = loops.LoopPause(running, hold_limit=max(self.hold_limit, MIN_LOOP_HOLD))
         if not pause.engage(max(timeout, 0.001)):
             return {"event loop": [f"{len(running)} running loop(s) did not reach a point between task steps "
                                    f"within {timeout * 1000:.0f} ms (a long synchronous step?)"]}

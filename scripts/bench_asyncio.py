@@ -234,6 +234,8 @@ def run(tmp: Path, quick: bool = False, sessions: int = 100000) -> Dict[str, Any
         "waiting_minus_idle_ms": (med(waiting_max) - med(idle_max)) * 1e3,
         "waited_for_safe_point_s": med(waited_s),
         "idle_p50_ms": med(idle_p50) * 1e3,
+        # the machine's own jitter on the same measure: max - median of a window with no update
+        "idle_noise_ms": med([m - p for m, p in zip(idle_max, idle_p50)]) * 1e3,
         "swap_pause_ms": med(pause_ms), "swap_pause_ms_max": max(pause_ms),
         "agent_swap_transfer_ms": med(agent_swap_ms),
         "per_round": {"idle_max_ms": [v * 1e3 for v in idle_max], "waiting_max_ms": [v * 1e3 for v in waiting_max],
@@ -262,6 +264,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"(+{r['waiting_minus_idle_ms']:.2f} ms; goal <= 20)")
         print(f"  pause seen by clients during the swap  {r['swap_pause_ms']:8.2f} ms  (goal <= 5; "
               f"agent swap+transfer {r['agent_swap_transfer_ms']:.2f} ms)")
+        print(f"  noise floor (idle max - idle median)   {r['idle_noise_ms']:8.2f} ms")
         print(f"  failed requests {r['failed_requests']}, errors {r['errors']}")
     return 0
 

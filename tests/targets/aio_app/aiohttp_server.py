@@ -59,6 +59,12 @@ async def release(request):
     return _json({"released": request.query["gate"]})
 
 
+@routes.get("/busy")
+async def busy(request):
+    gates.busy(float(request.query["seconds"]))  # a long synchronous step: the loop serves nothing meanwhile
+    return _json({"busy": request.query["seconds"]})
+
+
 @routes.get("/waiting")
 async def waiting(request):
     return _json({"waiting": gates.waiting()})

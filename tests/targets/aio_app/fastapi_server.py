@@ -61,6 +61,12 @@ async def release(gate: str):
     return {"released": gate}
 
 
+@app.get("/busy")
+async def busy(seconds: float):
+    gates.busy(seconds)  # a long synchronous step: the loop serves nothing meanwhile
+    return {"busy": seconds}
+
+
 @app.get("/waiting")
 async def waiting():
     return {"waiting": gates.waiting()}

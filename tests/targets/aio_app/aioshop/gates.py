@@ -53,3 +53,10 @@ def release(name):
 
 def waiting():
     return sorted(_waiting)
+
+
+def busy(seconds):
+    """Occupy the calling thread (on the loop thread: the whole loop) without yielding."""
+    import time
+
+    time.sleep(seconds)
