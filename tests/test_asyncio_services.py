@@ -229,7 +229,7 @@ def test_a_loop_that_never_reaches_a_step_boundary_means_exit_4(base):
     """A loop stuck in a long synchronous step cannot be parked for the swap: the update
     gives up at --timeout (exit 4) rather than swap under a running task."""
     svc = base
-    busy = svc.get_async("/busy", seconds=6)
+    busy = svc.get_async("/busy", seconds=4)
 
     def loop_is_busy():
         try:

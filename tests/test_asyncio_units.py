@@ -186,3 +186,58 @@ def test_off_loop_never_runs_work_on_a_loop_thread():
 @pytest.mark.parametrize("bad", [None, 3, object()])
 def test_chain_of_non_coroutines_is_empty(bad):
     assert list(loops.chain_frames(bad)) == []
+
+
+def _serve_loops(count):
+    """`count` loops, each on its own thread, ticking; returns (loops, stop)."""
+    started = []
+    ready = threading.Barrier(count + 1)
+    stops = []
+
+    def serve():
+        async def main():
+            stop = asyncio.Event()
+            started.append(asyncio.get_running_loop())
+            stops.append((asyncio.get_running_loop(), stop))
+            ready.wait(10)
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=serve, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    ready.wait(10)
+
+    def stop():
+        for loop, event in stops:
+            loop.call_soon_threadsafe(event.set)
+        for t in threads:
+            t.join(10)
+        assert not any(t.is_alive() for t in threads)
+
+    return started, stop
+
+
+def test_every_running_loop_is_parked_at_once_and_an_expired_pause_undoes():
+    running, stop = _serve_loops(2)
+    try:
+        found = loops.running_loops()
+        assert all(lp in found for lp in running)
+        point = SafePoint(set(), [], generations.current() + 1)
+        point.hold_limit = 0.05
+        assert point._pause_loops(5) is None, "both loops park, nothing blocks"
+        assert point.pause is not None and point.pause.loops and len(point.pause.loops) >= 2
+        point.resume_loops()
+        point.check_loops()  # resumed in time: nothing to undo
+        point.pause = loops.LoopPause(running, hold_limit=0.02)
+        assert point.pause.engage(5)
+        for _ in range(500):
+            if len(point.pause.expired) == 2:
+                break
+            threading.Event().wait(0.01)
+        with pytest.raises(loops.LoopPauseExpired, match="stopped waiting"):
+            point.check_loops()
+        point.resume_loops()
+    finally:
+        stop()
