@@ -13,6 +13,7 @@ and the agent must not pull the package into programs that do not use it.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -124,10 +125,33 @@ def chain_frames(obj: Any) -> Iterator[Any]:
                 nxt = getattr(obj, nattr, None)
                 break
         else:
-            return  # a Future, or anything else that is not a coroutine: the chain ends here
+            inner = _awaited_generator(obj)
+            if inner is None:
+                return  # a Future, or anything else that is not a coroutine: the chain ends here
+            obj = inner
+            continue
         if frame is not None:
             yield frame
         obj = nxt
+
+
+#: awaitables that wrap a generator without exposing it: `async for` awaits an
+#: `async_generator_asend`, a coroutine's `__await__()` is a `coroutine_wrapper`
+_WRAPPERS = frozenset({"async_generator_asend", "async_generator_athrow", "coroutine_wrapper"})
+
+
+def _awaited_generator(obj: Any) -> Any:
+    """The (async) generator or coroutine behind one of `_WRAPPERS`, else None.
+
+    These types have no attribute for it; `gc.get_referents` of the one object
+    (its own traverse function, not a heap scan) is the only way to reach it.
+    """
+    if type(obj).__name__ not in _WRAPPERS:
+        return None
+    for ref in gc.get_referents(obj):
+        if hasattr(ref, "ag_frame") or hasattr(ref, "cr_frame") or hasattr(ref, "gi_frame"):
+            return ref
+    return None
 
 
 class LoopPause:

@@ -241,3 +241,29 @@ def test_every_running_loop_is_parked_at_once_and_an_expired_pause_undoes():
         point.resume_loops()
     finally:
         stop()
+
+
+async def _agen(gate):
+    yield 1
+    await gate.wait()
+    yield 2
+
+
+async def _consume(gate):
+    async for _ in _agen(gate):
+        pass
+
+
+def test_safe_point_follows_async_for_into_a_suspended_async_generator():
+    async def main():
+        gate = asyncio.Event()
+        task = asyncio.create_task(_consume(gate), name="stream-1")
+        await asyncio.sleep(0.01)
+        blocking = SafePoint({_agen.__code__}, [], generations.current() + 1).task_blockers()
+        gate.set()
+        await task
+        return blocking
+
+    blocking = run(main())
+    assert list(blocking) == ["task stream-1 (_consume)"], blocking
+    assert "_agen" in blocking["task stream-1 (_consume)"][0]
