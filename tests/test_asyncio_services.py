@@ -159,6 +159,24 @@ def test_threads_running_old_code_keep_the_update_waiting_but_never_the_loop(bas
         assert code == 0, (out, err)
         assert block.wait() == {"started": "v1:s", "finished": "v1:f"}
         assert execd.wait() == {"started": "v1:s", "finished": "v1:f"}
+
+        # and back: threads running v2 keep the rollback waiting, then finish on v2
+        block = svc.get_async("/block", gate="pool2")
+        execd = svc.get_async("/executor", gate="exec2")
+        waiting_on(svc, "pool2")
+        waiting_on(svc, "exec2")
+        generation = svc.status()["generation"]
+        rollback = Command("rollback", "--pid", str(svc.pid), "--timeout", "60", "--json")
+        update_waiting(svc, generation)
+        assert svc.get("/sync", x="r") == {"label": "v2:r"}, "the loop serves on the code it has"
+        assert rollback.proc.poll() is None
+        svc.get("/release", gate="pool2")
+        svc.get("/release", gate="exec2")
+        code, result, out, err = rollback.wait()
+        assert code == 0, (out, err)
+        assert block.wait() == {"started": "v2:s", "finished": "v2:f"}
+        assert execd.wait() == {"started": "v2:s", "finished": "v2:f"}
+        assert svc.get("/sync", x="r") == {"label": "v1:r"}
     finally:
         ping.stop()
     # the bug this pins: a parked loop made every request take ~1 s; allow a lot for a shared 2-core box
