@@ -130,9 +130,44 @@ def chain_frames(obj: Any) -> Iterator[Any]:
                 return  # a Future, or anything else that is not a coroutine: the chain ends here
             obj = inner
             continue
+        if frame is None and hasattr(obj, "cr_frame"):
+            return  # a finished coroutine
         if frame is not None:
             yield frame
         obj = nxt
+
+
+def chain_end(obj: Any) -> Any:
+    """What the innermost suspended coroutine of the chain awaits (a Future, a Task...), or None."""
+    depth = 0
+    while obj is not None and depth < MAX_CHAIN:
+        depth += 1
+        for nattr in ("cr_await", "gi_yieldfrom", "ag_await"):
+            if hasattr(obj, nattr):
+                obj = getattr(obj, nattr, None)
+                break
+        else:
+            inner = _awaited_generator(obj)
+            if inner is None:
+                return obj
+            obj = inner
+    return None
+
+
+def awaited_tasks(end: Any) -> List[Any]:
+    """The tasks a chain's end stands for: a Task itself, or the children of `gather`."""
+    if end is None:
+        return []
+    if type(end).__name__ == "FutureIter":  # `await fut` on the C Future/Task: the iterator holds it
+        end = next((r for r in gc.get_referents(end) if hasattr(r, "add_done_callback")), None)
+        if end is None:
+            return []
+    if hasattr(end, "get_coro"):
+        return [end]
+    children = getattr(end, "_children", None)  # asyncio.gather's _GatheringFuture
+    if isinstance(children, (list, tuple)):
+        return [c for c in children if hasattr(c, "get_coro")]
+    return []
 
 
 #: awaitables that wrap a generator without exposing it: `async for` awaits an
@@ -227,11 +262,11 @@ def off_loop(func: Callable[..., Any], *args: Any) -> None:
     threading.Thread(target=func, args=args, name=OFF_LOOP_THREAD, daemon=True).start()
 
 
-def release_waiter(loop: Any, future: Any) -> None:
-    """Wake a coroutine held by the mediator (thread-safe; a closed loop is ignored)."""
+def release_waiter(loop: Any, future: Any, verdict: Any = None) -> None:
+    """Wake a coroutine held by the mediator with `verdict` (thread-safe; a closed loop is ignored)."""
     def wake() -> None:
         if not future.done():
-            future.set_result(None)
+            future.set_result(verdict)
 
     try:
         loop.call_soon_threadsafe(wake)

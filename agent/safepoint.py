@@ -21,17 +21,21 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from . import generations, lazy, loops
+from .mediator import Mediator
 
 AGENT_THREAD_PREFIX = "dynupdate-agent"
 #: a thread running a lazy state transfer is doing old-generation work: the swap waits for it,
 #: and the mediator lets its calls through instead of holding them (which deadlocked the wait)
 _LAZY_TRANSFER = lazy.LazyClass._transfer.__code__
 _MEDIATOR_FILE = "<dynupdate mediator>"
+_HELD_CODE = Mediator._held_coroutine.__code__
 #: tasks named one by one in progress and errors; the rest are counted (a service may have thousands)
 MAX_NAMED_TASKS = 20
 #: a parked loop waits for the swap and transfer at most max(--timeout, this) seconds; past
 #: that it runs again and the update is undone (an eager transfer of many instances needs time)
 MIN_LOOP_HOLD = 10.0
+#: tasks followed from one blocking task when looking for held calls it awaits
+MAX_DEPENDENCIES = 64
 
 
 class SafePoint:
@@ -43,6 +47,10 @@ class SafePoint:
         #: every running loop, parked between task steps once the safe point is reached
         self.pause: Optional[loops.LoopPause] = None
         self.hold_limit = 10.0
+        #: frames of held coroutine calls that old work awaits, found by the last check
+        self.awaited_held: Set[Any] = set()
+        #: set by the engine to the mediator's `let_through`: runs such calls on the old code now
+        self.let_through: Optional[Callable[[Set[Any]], int]] = None
 
     def _activity_generation(self, ident: int) -> Optional[int]:
         stack = generations._activities.get(ident)
@@ -65,6 +73,7 @@ class SafePoint:
         """task label -> reasons, for every task suspended inside old work."""
         result: Dict[str, List[str]] = {}
         more = 0
+        self.awaited_held = set()
         for task in loops.all_tasks():
             act_gen = generations.task_activity_generation(task)
             reasons = []
@@ -76,6 +85,7 @@ class SafePoint:
             except Exception:  # a task finishing under us: it is not old work any more
                 continue
             if reasons:
+                self._note_awaited_held(task)
                 if len(result) < MAX_NAMED_TASKS:
                     result[loops.task_label(task)] = reasons
                 else:
@@ -83,6 +93,19 @@ class SafePoint:
         if more:
             result[f"{more} more task(s)"] = ["suspended in the code being replaced"]
         return result
+
+    def _note_awaited_held(self, task: Any) -> None:
+        """Held calls that this blocking task waits for (directly, or through tasks it awaits)."""
+        todo = loops.awaited_tasks(loops.chain_end(task.get_coro()))
+        seen = 0
+        while todo and seen < MAX_DEPENDENCIES:
+            dep = todo.pop()
+            seen += 1
+            coro = dep.get_coro()
+            for frame in loops.chain_frames(coro):
+                if frame.f_code is _HELD_CODE:
+                    self.awaited_held.add(frame)
+            todo.extend(loops.awaited_tasks(loops.chain_end(coro)))
 
     def stack_blockers(self, frame: Any, ident: int, act_gen: Optional[int] = None) -> List[str]:
         """Why the thread whose innermost frame is `frame` keeps the swap waiting."""
@@ -158,6 +181,8 @@ class SafePoint:
         self.hold_limit = timeout
         while True:
             blocking = self.blockers()
+            if self.awaited_held and self.let_through is not None:
+                self.let_through(self.awaited_held)  # else old work waits on held work until the timeout
             if not blocking:
                 remaining = timeout - (time.monotonic() - start)
                 paused = self._pause_loops(min(max(remaining, 0.05), 0.5))

@@ -175,6 +175,7 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     codes = {fn.__code__ for fn in mediated}
     point = SafePoint(codes, module_dicts, generation)
     mediator = Mediator(point.in_flight, on_release=point.resume_loops, confirm=point.check_loops)
+    point.let_through = mediator.let_through  # held calls that old tasks await run on the old code
     mediator.install(mediated)
     tx.phase("safepoint", "waiting for a safe point")
 

@@ -129,6 +129,25 @@ def test_in_flight_requests_finish_on_one_version_across_apply_and_rollback(base
     assert len(load.latencies) > 10
 
 
+def test_old_work_awaiting_a_task_it_created_lets_that_task_run_old_code(base):
+    """A request in flight on v1 creates a task whose body calls an updated coroutine
+    function and awaits it: that task is part of the old work, so it runs v1 at once
+    instead of being held until the update ends (which would wait for it: a deadlock
+    until --timeout)."""
+    svc = base
+    fan = svc.get_async("/fanout", gate="fan1")
+    waiting_on(svc, "fan1")
+    generation = svc.status()["generation"]
+    apply = Command("apply", "--pid", str(svc.pid), V2, "--timeout", "20", "--json")
+    update_waiting(svc, generation)
+    svc.get("/release", gate="fan1")
+    code, result, out, err = apply.wait()
+    assert code == 0, (out, err)
+    assert result["phases"]["safepoint"] < 15, result["phases"]
+    assert fan.wait() == {"started": "v1:s", "child": "v1:c", "finished": "v1:f"}
+    assert svc.get("/coro", x="n") == {"label": "v2:n"}
+
+
 def test_threads_running_old_code_keep_the_update_waiting_but_never_the_loop(base):
     """A `def` endpoint in the threadpool and run_in_executor work run v1 code: the
     update waits for them, and the loop keeps serving everything else meanwhile."""

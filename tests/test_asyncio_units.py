@@ -267,3 +267,47 @@ def test_safe_point_follows_async_for_into_a_suspended_async_generator():
     blocking = run(main())
     assert list(blocking) == ["task stream-1 (_consume)"], blocking
     assert "_agen" in blocking["task stream-1 (_consume)"][0]
+
+
+async def _step(x):
+    await asyncio.sleep(0)
+    return f"v1:{x}"
+
+
+async def _calls_step(x):
+    return await _step(x)  # called in the child task's own frame: not old work by its stack
+
+
+async def _fan(gate):
+    await gate.wait()
+    return await asyncio.gather(asyncio.ensure_future(_calls_step("a")), asyncio.ensure_future(_calls_step("b")))
+
+
+def test_held_calls_that_old_work_awaits_through_gather_run_the_old_code():
+    from dynupdate_agent.mediator import Mediator
+
+    async def main():
+        gate = asyncio.Event()
+        task = asyncio.create_task(_fan(gate), name="fan")
+        await asyncio.sleep(0.01)
+        point = SafePoint({_fan.__code__, _step.__code__}, [], generations.current() + 1)
+        made = {}
+        maker = threading.Thread(target=lambda: made.update(m=Mediator(point.in_flight)))  # the engine's thread
+        maker.start()
+        maker.join()
+        mediator = made["m"]
+        point.let_through = mediator.let_through
+        mediator.install([_step])
+        try:
+            gate.set()
+            await asyncio.sleep(0.01)
+            assert not task.done() and mediator.awaited == 2, "both children are held"
+            assert "task fan (_fan)" in point.task_blockers()
+            assert len(point.awaited_held) == 2, "the held calls _fan awaits through gather are found"
+            assert mediator.let_through(point.awaited_held) == 2
+            return await asyncio.wait_for(task, 10), mediator.passed
+        finally:
+            mediator.release()
+
+    result, passed = run(main())
+    assert result == ["v1:a", "v1:b"] and passed == 2

@@ -31,6 +31,11 @@ async def slow(request):
     return _json(await logic.slow(request.query["gate"]))
 
 
+@routes.get("/fanout")
+async def fanout(request):
+    return _json(await logic.fanout(request.query["gate"]))
+
+
 @routes.get("/block")
 @routes.get("/executor")
 async def executor(request):

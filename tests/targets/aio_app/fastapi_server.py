@@ -30,6 +30,11 @@ async def slow(gate: str):
     return await logic.slow(gate)
 
 
+@app.get("/fanout")
+async def fanout(gate: str):
+    return await logic.fanout(gate)
+
+
 @app.get("/block")
 def block(gate: str):
     return logic.blocking(gate)

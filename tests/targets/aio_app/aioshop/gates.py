@@ -60,3 +60,12 @@ def busy(seconds):
     import time
 
     time.sleep(seconds)
+
+
+async def _child_calls(fn, *args):
+    return await fn(*args)  # the call happens in the child task's own frame
+
+
+async def in_child(fn, *args):
+    """Run `fn(*args)` in a new task and await it (old work awaiting work it created)."""
+    return await asyncio.get_running_loop().create_task(_child_calls(fn, *args))
