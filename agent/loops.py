@@ -203,16 +203,15 @@ class LoopPause:
         self.loops = loops
         self.hold_limit = hold_limit
         self._cond = threading.Condition()
-        self._parked = 0
+        self._arrived = 0  # loops that reached the callback (never decremented)
         self._resumed = False
         self.expired: List[str] = []
-        self.late: List[Any] = []
 
     def _park(self) -> None:
         with self._cond:
             if self._resumed:
                 return  # the update gave up on this pause before the loop got here
-            self._parked += 1
+            self._arrived += 1
             self._cond.notify_all()
             deadline = time.monotonic() + self.hold_limit
             while not self._resumed:
@@ -221,7 +220,6 @@ class LoopPause:
                     self.expired.append(threading.current_thread().name)
                     break
                 self._cond.wait(remaining)
-            self._parked -= 1
 
     def engage(self, timeout: float) -> bool:
         """True once every loop is parked; False (and nothing left parked) after `timeout`."""
@@ -234,7 +232,7 @@ class LoopPause:
                 continue
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._parked < scheduled:
+            while self._arrived < scheduled:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._resumed = True  # callbacks still queued return at once

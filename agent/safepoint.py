@@ -150,7 +150,11 @@ class SafePoint:
         if not pause.engage(max(timeout, 0.001)):
             return {"event loop": [f"{len(running)} running loop(s) did not reach a point between task steps "
                                    f"within {timeout * 1000:.0f} ms (a long synchronous step?)"]}
-        blocking = self.blockers()
+        try:
+            blocking = self.blockers()
+        except BaseException:
+            pause.resume()  # never leave a loop parked behind an error
+            raise
         if blocking:
             pause.resume()
             return blocking
