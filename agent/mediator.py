@@ -98,7 +98,7 @@ class Mediator:
         self._on_release = on_release
         #: run before the update is recorded; raises if what it held did not stay held (undo then)
         self._confirm = confirm
-        #: (loop, future) per coroutine awaiting the end of the update
+        #: (loop, future, frame of _held_coroutine) per coroutine awaiting the end of the update
         self._waiters: List[tuple] = []
         self.awaited = 0
         self._entries: List[_Entry] = []

@@ -162,7 +162,8 @@ class SafePoint:
         return None
 
     def resume_loops(self) -> None:
-        """Let parked loops run again (the swap is over, or was given up)."""
+        """Let parked loops run again (the update is over: swapped, or given up)."""
+        self.let_through = None  # the mediator refers to us: leave no cycle for the GC to find
         if self.pause is not None:
             self.pause.resume()
 
