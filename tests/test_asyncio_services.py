@@ -94,6 +94,7 @@ def update_waiting(svc, generation):
 
 def test_in_flight_requests_finish_on_one_version_across_apply_and_rollback(base):
     svc = base
+    threads_before = sorted(t["name"] for t in svc.status()["threads"])
     load = Load(svc.port, "/coro?x=load")  # patched coroutine: held (awaited) during the waits
     ping = Load(svc.port, "/ping", clients=1)
     try:
@@ -127,6 +128,7 @@ def test_in_flight_requests_finish_on_one_version_across_apply_and_rollback(base
         load.stop()
         ping.stop()
     assert len(load.latencies) > 10
+    assert sorted(t["name"] for t in svc.status()["threads"]) == threads_before, "no thread left behind"
 
 
 def test_old_work_awaiting_a_task_it_created_lets_that_task_run_old_code(base):
