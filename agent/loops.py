@@ -13,6 +13,7 @@ and the agent must not pull the package into programs that do not use it.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -124,10 +125,68 @@ def chain_frames(obj: Any) -> Iterator[Any]:
                 nxt = getattr(obj, nattr, None)
                 break
         else:
-            return  # a Future, or anything else that is not a coroutine: the chain ends here
+            inner = _awaited_generator(obj)
+            if inner is None:
+                return  # a Future, or anything else that is not a coroutine: the chain ends here
+            obj = inner
+            continue
+        if frame is None and hasattr(obj, "cr_frame"):
+            return  # a finished coroutine
         if frame is not None:
             yield frame
         obj = nxt
+
+
+def chain_end(obj: Any) -> Any:
+    """What the innermost suspended coroutine of the chain awaits (a Future, a Task...), or None."""
+    depth = 0
+    while obj is not None and depth < MAX_CHAIN:
+        depth += 1
+        for nattr in ("cr_await", "gi_yieldfrom", "ag_await"):
+            if hasattr(obj, nattr):
+                obj = getattr(obj, nattr, None)
+                break
+        else:
+            inner = _awaited_generator(obj)
+            if inner is None:
+                return obj
+            obj = inner
+    return None
+
+
+def awaited_tasks(end: Any) -> List[Any]:
+    """The tasks a chain's end stands for: a Task itself, or the children of `gather`."""
+    if end is None:
+        return []
+    if type(end).__name__ == "FutureIter":  # `await fut` on the C Future/Task: the iterator holds it
+        end = next((r for r in gc.get_referents(end) if hasattr(r, "add_done_callback")), None)
+        if end is None:
+            return []
+    if hasattr(end, "get_coro"):
+        return [end]
+    children = getattr(end, "_children", None)  # asyncio.gather's _GatheringFuture
+    if isinstance(children, (list, tuple)):
+        return [c for c in children if hasattr(c, "get_coro")]
+    return []
+
+
+#: awaitables that wrap a generator without exposing it: `async for` awaits an
+#: `async_generator_asend`, a coroutine's `__await__()` is a `coroutine_wrapper`
+_WRAPPERS = frozenset({"async_generator_asend", "async_generator_athrow", "coroutine_wrapper"})
+
+
+def _awaited_generator(obj: Any) -> Any:
+    """The (async) generator or coroutine behind one of `_WRAPPERS`, else None.
+
+    These types have no attribute for it; `gc.get_referents` of the one object
+    (its own traverse function, not a heap scan) is the only way to reach it.
+    """
+    if type(obj).__name__ not in _WRAPPERS:
+        return None
+    for ref in gc.get_referents(obj):
+        if hasattr(ref, "ag_frame") or hasattr(ref, "cr_frame") or hasattr(ref, "gi_frame"):
+            return ref
+    return None
 
 
 class LoopPause:
@@ -144,16 +203,15 @@ class LoopPause:
         self.loops = loops
         self.hold_limit = hold_limit
         self._cond = threading.Condition()
-        self._parked = 0
+        self._arrived = 0  # loops that reached the callback (never decremented)
         self._resumed = False
         self.expired: List[str] = []
-        self.late: List[Any] = []
 
     def _park(self) -> None:
         with self._cond:
             if self._resumed:
                 return  # the update gave up on this pause before the loop got here
-            self._parked += 1
+            self._arrived += 1
             self._cond.notify_all()
             deadline = time.monotonic() + self.hold_limit
             while not self._resumed:
@@ -162,7 +220,6 @@ class LoopPause:
                     self.expired.append(threading.current_thread().name)
                     break
                 self._cond.wait(remaining)
-            self._parked -= 1
 
     def engage(self, timeout: float) -> bool:
         """True once every loop is parked; False (and nothing left parked) after `timeout`."""
@@ -175,7 +232,7 @@ class LoopPause:
                 continue
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._parked < scheduled:
+            while self._arrived < scheduled:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._resumed = True  # callbacks still queued return at once
@@ -203,11 +260,11 @@ def off_loop(func: Callable[..., Any], *args: Any) -> None:
     threading.Thread(target=func, args=args, name=OFF_LOOP_THREAD, daemon=True).start()
 
 
-def release_waiter(loop: Any, future: Any) -> None:
-    """Wake a coroutine held by the mediator (thread-safe; a closed loop is ignored)."""
+def release_waiter(loop: Any, future: Any, verdict: Any = None) -> None:
+    """Wake a coroutine held by the mediator with `verdict` (thread-safe; a closed loop is ignored)."""
     def wake() -> None:
         if not future.done():
-            future.set_result(None)
+            future.set_result(verdict)
 
     try:
         loop.call_soon_threadsafe(wake)

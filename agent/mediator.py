@@ -36,6 +36,10 @@ from . import interpose, loops
 #: the file name of the trampolines' code: safepoint.py and instances.py recognise held frames by it
 MEDIATOR_FILE = "<dynupdate mediator>"
 
+#: the verdict that wakes a held coroutine to run the old code now (see Mediator.let_through)
+LET_THROUGH = "let-through"
+
+
 class _Entry:
     __slots__ = ("fn", "original", "trampoline", "after")
 
@@ -78,7 +82,7 @@ class Mediator:
         self._on_release = on_release
         #: run before the update is recorded; raises if what it held did not stay held (undo then)
         self._confirm = confirm
-        #: (loop, future) per coroutine awaiting the end of the update
+        #: (loop, future, frame of _held_coroutine) per coroutine awaiting the end of the update
         self._waiters: List[tuple] = []
         self.awaited = 0
         self._entries: List[_Entry] = []
@@ -172,11 +176,24 @@ class Mediator:
             if not self._released.is_set():
                 waiter = loops.new_waiter()
                 if waiter is not None:
+                    waiter += (sys._getframe(),)
                     self._waiters.append(waiter)
                     self.awaited += 1
         if waiter is not None:  # else no asyncio loop drives it (rare): run the code it has, never park
-            await waiter[1]
+            if await waiter[1] is LET_THROUGH:
+                self.passed += 1
+                return await self._run_original(entry, args, kwargs)
         return await self._finish(entry, args, kwargs)
+
+    def let_through(self, frames: Set[Any]) -> int:
+        """Run these held coroutine calls now, on the old code: work the update waits for
+        awaits them (a task that old work created and awaits is part of that old work)."""
+        with self._lock:
+            chosen = [w for w in self._waiters if w[2] in frames]
+            self._waiters = [w for w in self._waiters if w[2] not in frames]
+        for loop, future, _frame in chosen:
+            loops.release_waiter(loop, future, LET_THROUGH)
+        return len(chosen)
 
     def _loop_pass_through(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
         """A plain call on an event-loop thread: never park the loop; run the code it has now."""
@@ -217,7 +234,7 @@ class Mediator:
         with self._lock:
             self._released.set()
             waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
+        for loop, future, _frame in waiters:
             loops.release_waiter(loop, future)
         if self._on_release is not None:
             self._on_release()

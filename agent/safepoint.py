@@ -22,14 +22,20 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from . import generations, lazy, loops
 from .mediator import MEDIATOR_FILE as _MEDIATOR_FILE
+from .mediator import Mediator
 
 AGENT_THREAD_PREFIX = "dynupdate-agent"
 #: a thread running a lazy state transfer is doing old-generation work: the swap waits for it,
 #: and the mediator lets its calls through instead of holding them (which deadlocked the wait)
 _LAZY_TRANSFER = lazy.LazyClass._transfer.__code__
-
+_HELD_CODE = Mediator._held_coroutine.__code__
 #: tasks named one by one in progress and errors; the rest are counted (a service may have thousands)
 MAX_NAMED_TASKS = 20
+#: a parked loop waits for the swap and transfer at most max(--timeout, this) seconds; past
+#: that it runs again and the update is undone (an eager transfer of many instances needs time)
+MIN_LOOP_HOLD = 10.0
+#: tasks followed from one blocking task when looking for held calls it awaits
+MAX_DEPENDENCIES = 64
 
 
 class SafePoint:
@@ -41,6 +47,10 @@ class SafePoint:
         #: every running loop, parked between task steps once the safe point is reached
         self.pause: Optional[loops.LoopPause] = None
         self.hold_limit = 10.0
+        #: frames of held coroutine calls that old work awaits, found by the last check
+        self.awaited_held: Set[Any] = set()
+        #: set by the engine to the mediator's `let_through`: runs such calls on the old code now
+        self.let_through: Optional[Callable[[Set[Any]], int]] = None
 
     def _activity_generation(self, ident: int) -> Optional[int]:
         stack = generations._activities.get(ident)
@@ -63,6 +73,7 @@ class SafePoint:
         """task label -> reasons, for every task suspended inside old work."""
         result: Dict[str, List[str]] = {}
         more = 0
+        self.awaited_held = set()
         for task in loops.all_tasks():
             act_gen = generations.task_activity_generation(task)
             reasons = []
@@ -74,6 +85,7 @@ class SafePoint:
             except Exception:  # a task finishing under us: it is not old work any more
                 continue
             if reasons:
+                self._note_awaited_held(task)
                 if len(result) < MAX_NAMED_TASKS:
                     result[loops.task_label(task)] = reasons
                 else:
@@ -81,6 +93,19 @@ class SafePoint:
         if more:
             result[f"{more} more task(s)"] = ["suspended in the code being replaced"]
         return result
+
+    def _note_awaited_held(self, task: Any) -> None:
+        """Held calls that this blocking task waits for (directly, or through tasks it awaits)."""
+        todo = loops.awaited_tasks(loops.chain_end(task.get_coro()))
+        seen = 0
+        while todo and seen < MAX_DEPENDENCIES:
+            dep = todo.pop()
+            seen += 1
+            coro = dep.get_coro()
+            for frame in loops.chain_frames(coro):
+                if frame.f_code is _HELD_CODE:
+                    self.awaited_held.add(frame)
+            todo.extend(loops.awaited_tasks(loops.chain_end(coro)))
 
     def stack_blockers(self, frame: Any, ident: int, act_gen: Optional[int] = None) -> List[str]:
         """Why the thread whose innermost frame is `frame` keeps the swap waiting."""
@@ -121,11 +146,15 @@ class SafePoint:
         running = [lp for lp in loops.running_loops() if lp is not loops.running_loop()]
         if not running:
             return None
-        pause = loops.LoopPause(running, hold_limit=max(self.hold_limit, 1.0))
+        pause = loops.LoopPause(running, hold_limit=max(self.hold_limit, MIN_LOOP_HOLD))
         if not pause.engage(max(timeout, 0.001)):
             return {"event loop": [f"{len(running)} running loop(s) did not reach a point between task steps "
                                    f"within {timeout * 1000:.0f} ms (a long synchronous step?)"]}
-        blocking = self.blockers()
+        try:
+            blocking = self.blockers()
+        except BaseException:
+            pause.resume()  # never leave a loop parked behind an error
+            raise
         if blocking:
             pause.resume()
             return blocking
@@ -133,7 +162,8 @@ class SafePoint:
         return None
 
     def resume_loops(self) -> None:
-        """Let parked loops run again (the swap is over, or was given up)."""
+        """Let parked loops run again (the update is over: swapped, or given up)."""
+        self.let_through = None  # the mediator refers to us: leave no cycle for the GC to find
         if self.pause is not None:
             self.pause.resume()
 
@@ -156,6 +186,8 @@ class SafePoint:
         self.hold_limit = timeout
         while True:
             blocking = self.blockers()
+            if self.awaited_held and self.let_through is not None:
+                self.let_through(self.awaited_held)  # else old work waits on held work until the timeout
             if not blocking:
                 remaining = timeout - (time.monotonic() - start)
                 paused = self._pause_loops(min(max(remaining, 0.05), 0.5))

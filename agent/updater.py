@@ -100,6 +100,7 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     point = SafePoint(codes, module_dicts, generation)
     mediator = Mediator(point.in_flight, on_release=point.resume_loops, confirm=point.check_loops,
                         deadline=tx.mediator_deadline(timeout))
+    point.let_through = mediator.let_through  # held calls that old tasks await run on the old code
     mediator.install(mediated)
     forking.track(mediator)  # a fork from now on must not take the mediator along
     tx.phase("safepoint", "waiting for a safe point")

@@ -94,6 +94,7 @@ def update_waiting(svc, generation):
 
 def test_in_flight_requests_finish_on_one_version_across_apply_and_rollback(base):
     svc = base
+    threads_before = sorted(t["name"] for t in svc.status()["threads"])
     load = Load(svc.port, "/coro?x=load")  # patched coroutine: held (awaited) during the waits
     ping = Load(svc.port, "/ping", clients=1)
     try:
@@ -127,6 +128,26 @@ def test_in_flight_requests_finish_on_one_version_across_apply_and_rollback(base
         load.stop()
         ping.stop()
     assert len(load.latencies) > 10
+    assert sorted(t["name"] for t in svc.status()["threads"]) == threads_before, "no thread left behind"
+
+
+def test_old_work_awaiting_a_task_it_created_lets_that_task_run_old_code(base):
+    """A request in flight on v1 creates a task whose body calls an updated coroutine
+    function and awaits it: that task is part of the old work, so it runs v1 at once
+    instead of being held until the update ends (which would wait for it: a deadlock
+    until --timeout)."""
+    svc = base
+    fan = svc.get_async("/fanout", gate="fan1")
+    waiting_on(svc, "fan1")
+    generation = svc.status()["generation"]
+    apply = Command("apply", "--pid", str(svc.pid), V2, "--timeout", "20", "--json")
+    update_waiting(svc, generation)
+    svc.get("/release", gate="fan1")
+    code, result, out, err = apply.wait()
+    assert code == 0, (out, err)
+    assert result["phases"]["safepoint"] < 15, result["phases"]
+    assert fan.wait() == {"started": "v1:s", "child": "v1:c", "finished": "v1:f"}
+    assert svc.get("/coro", x="n") == {"label": "v2:n"}
 
 
 def test_threads_running_old_code_keep_the_update_waiting_but_never_the_loop(base):
@@ -159,6 +180,24 @@ def test_threads_running_old_code_keep_the_update_waiting_but_never_the_loop(bas
         assert code == 0, (out, err)
         assert block.wait() == {"started": "v1:s", "finished": "v1:f"}
         assert execd.wait() == {"started": "v1:s", "finished": "v1:f"}
+
+        # and back: threads running v2 keep the rollback waiting, then finish on v2
+        block = svc.get_async("/block", gate="pool2")
+        execd = svc.get_async("/executor", gate="exec2")
+        waiting_on(svc, "pool2")
+        waiting_on(svc, "exec2")
+        generation = svc.status()["generation"]
+        rollback = Command("rollback", "--pid", str(svc.pid), "--timeout", "60", "--json")
+        update_waiting(svc, generation)
+        assert svc.get("/sync", x="r") == {"label": "v2:r"}, "the loop serves on the code it has"
+        assert rollback.proc.poll() is None
+        svc.get("/release", gate="pool2")
+        svc.get("/release", gate="exec2")
+        code, result, out, err = rollback.wait()
+        assert code == 0, (out, err)
+        assert block.wait() == {"started": "v2:s", "finished": "v2:f"}
+        assert execd.wait() == {"started": "v2:s", "finished": "v2:f"}
+        assert svc.get("/sync", x="r") == {"label": "v1:r"}
     finally:
         ping.stop()
     # the bug this pins: a parked loop made every request take ~1 s; allow a lot for a shared 2-core box
@@ -172,10 +211,15 @@ def test_update_times_out_on_a_coroutine_that_never_finishes(base):
     try:
         stuck = svc.get_async("/slow", gate="never1")
         waiting_on(svc, "never1")
+        generation = svc.status()["generation"]
         start = time.monotonic()
-        code, data = svc.apply(V2, "--timeout", "1")
-        assert code == 4, data
+        apply = Command("apply", "--pid", str(svc.pid), V2, "--timeout", "2", "--json")
+        update_waiting(svc, generation)
+        held = svc.get_async("/coro", x="h")  # awaits the end of the update, then runs what is there
+        code, data, out, err = apply.wait()
+        assert code == 4, (out, err)
         assert time.monotonic() - start < 30
+        assert held.wait() == {"label": "v1:h"}, "a call held by an update that gave up runs the old code"
         assert data["ok"] is False and data["version"] == "base"
         assert data["error"]["type"] == "SafePointTimeout", data["error"]
         message = data["error"]["message"]
@@ -218,3 +262,49 @@ def test_demo_async_runs_end_to_end():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "started and served on v1" in proc.stdout and "the event loop never stopped" in proc.stdout
     assert "task " in proc.stdout and "(handle)" in proc.stdout, "progress names the tasks it waits for"
+
+
+def test_a_loop_that_never_reaches_a_step_boundary_means_exit_4(base):
+    """A loop stuck in a long synchronous step cannot be parked for the swap: the update
+    gives up at --timeout (exit 4) rather than swap under a running task."""
+    svc = base
+    busy = svc.get_async("/busy", seconds=4)
+
+    def loop_is_busy():
+        try:
+            svc.get("/ping", timeout=0.3)
+            return False
+        except Exception:
+            return True
+
+    wait_until(loop_is_busy, timeout=20, message="the loop to be busy")
+    code, data = svc.apply(V2, "--timeout", "1")
+    assert code == 4, data
+    assert data["error"]["type"] == "SafePointTimeout"
+    assert "event loop" in data["error"]["message"], data["error"]["message"]
+    busy.wait()
+    assert svc.version() == "base"
+    assert svc.get("/sync", x="b") == {"label": "v1:b"}
+
+
+def test_a_failed_transfer_with_loops_parked_leaves_v1_serving(base, tmp_path):
+    """The swap happens with the loop parked; a transfer hook that raises undoes it and the
+    loop runs again on the old code."""
+    import shutil
+
+    bad = tmp_path / "aio-bad"
+    shutil.copytree(V2, bad)
+    with open(bad / "logic.py", "a") as f:
+        f.write("\n\ndef __dynupdate_transfer__(old):\n    raise RuntimeError('boom in transfer')\n")
+    svc = base
+    ping = Load(svc.port, "/ping", clients=1)
+    try:
+        code, data = svc.apply(str(bad))
+        assert code == 1, data
+        assert data["error"]["type"] == "TransferError" and "boom" in data["error"]["message"], data["error"]
+        assert data["version"] == "base"
+        assert svc.get("/sync", x="t") == {"label": "v1:t"}
+        assert svc.get("/coro", x="t") == {"label": "v1:t"}
+        assert svc.get("/ping", timeout=5) == {"pong": True}, "the loop runs again after the failed swap"
+    finally:
+        ping.stop()

@@ -186,3 +186,128 @@ def test_off_loop_never_runs_work_on_a_loop_thread():
 @pytest.mark.parametrize("bad", [None, 3, object()])
 def test_chain_of_non_coroutines_is_empty(bad):
     assert list(loops.chain_frames(bad)) == []
+
+
+def _serve_loops(count):
+    """`count` loops, each on its own thread, ticking; returns (loops, stop)."""
+    started = []
+    ready = threading.Barrier(count + 1)
+    stops = []
+
+    def serve():
+        async def main():
+            stop = asyncio.Event()
+            started.append(asyncio.get_running_loop())
+            stops.append((asyncio.get_running_loop(), stop))
+            ready.wait(10)
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=serve, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    ready.wait(10)
+
+    def stop():
+        for loop, event in stops:
+            loop.call_soon_threadsafe(event.set)
+        for t in threads:
+            t.join(10)
+        assert not any(t.is_alive() for t in threads)
+
+    return started, stop
+
+
+def test_every_running_loop_is_parked_at_once_and_an_expired_pause_undoes():
+    running, stop = _serve_loops(2)
+    try:
+        found = loops.running_loops()
+        assert all(lp in found for lp in running)
+        point = SafePoint(set(), [], generations.current() + 1)
+        point.hold_limit = 0.05
+        assert point._pause_loops(5) is None, "both loops park, nothing blocks"
+        assert point.pause is not None and point.pause.loops and len(point.pause.loops) >= 2
+        point.resume_loops()
+        point.check_loops()  # resumed in time: nothing to undo
+        point.pause = loops.LoopPause(running, hold_limit=0.02)
+        assert point.pause.engage(5)
+        for _ in range(500):
+            if len(point.pause.expired) == 2:
+                break
+            threading.Event().wait(0.01)
+        with pytest.raises(loops.LoopPauseExpired, match="stopped waiting"):
+            point.check_loops()
+        point.resume_loops()
+    finally:
+        stop()
+
+
+async def _agen(gate):
+    yield 1
+    await gate.wait()
+    yield 2
+
+
+async def _consume(gate):
+    async for _ in _agen(gate):
+        pass
+
+
+def test_safe_point_follows_async_for_into_a_suspended_async_generator():
+    async def main():
+        gate = asyncio.Event()
+        task = asyncio.create_task(_consume(gate), name="stream-1")
+        await asyncio.sleep(0.01)
+        blocking = SafePoint({_agen.__code__}, [], generations.current() + 1).task_blockers()
+        gate.set()
+        await task
+        return blocking
+
+    blocking = run(main())
+    assert list(blocking) == ["task stream-1 (_consume)"], blocking
+    assert "_agen" in blocking["task stream-1 (_consume)"][0]
+
+
+async def _step(x):
+    await asyncio.sleep(0)
+    return f"v1:{x}"
+
+
+async def _calls_step(x):
+    return await _step(x)  # called in the child task's own frame: not old work by its stack
+
+
+async def _fan(gate):
+    await gate.wait()
+    return await asyncio.gather(asyncio.ensure_future(_calls_step("a")), asyncio.ensure_future(_calls_step("b")))
+
+
+def test_held_calls_that_old_work_awaits_through_gather_run_the_old_code():
+    from dynupdate_agent.mediator import Mediator
+
+    async def main():
+        gate = asyncio.Event()
+        task = asyncio.create_task(_fan(gate), name="fan")
+        await asyncio.sleep(0.01)
+        point = SafePoint({_fan.__code__, _step.__code__}, [], generations.current() + 1)
+        made = {}
+        maker = threading.Thread(target=lambda: made.update(m=Mediator(point.in_flight)))  # the engine's thread
+        maker.start()
+        maker.join()
+        mediator = made["m"]
+        point.let_through = mediator.let_through
+        mediator.install([_step])
+        try:
+            gate.set()
+            await asyncio.sleep(0.01)
+            assert not task.done() and mediator.awaited == 2, "both children are held"
+            assert "task fan (_fan)" in point.task_blockers()
+            assert len(point.awaited_held) == 2, "the held calls _fan awaits through gather are found"
+            assert mediator.let_through(point.awaited_held) == 2
+            return await asyncio.wait_for(task, 10), mediator.passed
+        finally:
+            mediator.release()
+
+    result, passed = run(main())
+    assert result == ["v1:a", "v1:b"] and passed == 2

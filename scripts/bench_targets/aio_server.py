@@ -3,7 +3,9 @@
 argv: MODULE_DIR N. Creates N `aiobench.Session` instances, then serves
 /ping (touches no updated code), /session?i=K (touches an updated class: lazy
 transfers happen here, on the loop thread), /slow (awaits
-aiobench.slow(): a coroutine of the updated module, suspended until /release).
+aiobench.slow(): a coroutine of the updated module, suspended until /release),
+/lag (worst delay of a 1 ms heartbeat task since the last /lag: how long the
+loop itself was stalled).
 Prints `READY PORT`.
 """
 import asyncio
@@ -22,6 +24,23 @@ import aiobench  # noqa: E402
 
 aiobench.make(int(sys.argv[2]))
 GATE = {}
+LAG = {"max": 0.0, "task": None}  # the loop's own view: worst delay of a 1 ms heartbeat
+
+
+async def heartbeat():
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(0.001)
+        LAG["max"] = max(LAG["max"], loop.time() - start - 0.001)
+
+
+async def lag(request):
+    """Worst heartbeat delay since the last call (then reset)."""
+    if LAG["task"] is None:
+        LAG["task"] = asyncio.get_running_loop().create_task(heartbeat())
+    worst, LAG["max"] = LAG["max"], 0.0
+    return JSONResponse({"max_ms": worst * 1e3})
 
 
 async def ping(request):
@@ -43,7 +62,7 @@ async def release(request):
 
 
 app = Starlette(routes=[Route("/ping", ping), Route("/session", session), Route("/slow", slow),
-                        Route("/release", release)])
+                        Route("/release", release), Route("/lag", lag)])
 sock = socket.socket()
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets on Linux

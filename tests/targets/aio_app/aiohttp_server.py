@@ -31,6 +31,11 @@ async def slow(request):
     return _json(await logic.slow(request.query["gate"]))
 
 
+@routes.get("/fanout")
+async def fanout(request):
+    return _json(await logic.fanout(request.query["gate"]))
+
+
 @routes.get("/block")
 @routes.get("/executor")
 async def executor(request):
@@ -57,6 +62,12 @@ async def act(request):
 async def release(request):
     gates.release(request.query["gate"])
     return _json({"released": request.query["gate"]})
+
+
+@routes.get("/busy")
+async def busy(request):
+    gates.busy(float(request.query["seconds"]))  # a long synchronous step: the loop serves nothing meanwhile
+    return _json({"busy": request.query["seconds"]})
 
 
 @routes.get("/waiting")

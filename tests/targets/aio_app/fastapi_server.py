@@ -30,6 +30,11 @@ async def slow(gate: str):
     return await logic.slow(gate)
 
 
+@app.get("/fanout")
+async def fanout(gate: str):
+    return await logic.fanout(gate)
+
+
 @app.get("/block")
 def block(gate: str):
     return logic.blocking(gate)
@@ -59,6 +64,12 @@ async def act(gate: str):
 async def release(gate: str):
     gates.release(gate)
     return {"released": gate}
+
+
+@app.get("/busy")
+async def busy(seconds: float):
+    gates.busy(seconds)  # a long synchronous step: the loop serves nothing meanwhile
+    return {"busy": seconds}
 
 
 @app.get("/waiting")

@@ -53,3 +53,19 @@ def release(name):
 
 def waiting():
     return sorted(_waiting)
+
+
+def busy(seconds):
+    """Occupy the calling thread (on the loop thread: the whole loop) without yielding."""
+    import time
+
+    time.sleep(seconds)
+
+
+async def _child_calls(fn, *args):
+    return await fn(*args)  # the call happens in the child task's own frame
+
+
+async def in_child(fn, *args):
+    """Run `fn(*args)` in a new task and await it (old work awaiting work it created)."""
+    return await asyncio.get_running_loop().create_task(_child_calls(fn, *args))

@@ -25,6 +25,14 @@ async def slow(gate):
     return {"started": started, "finished": label("f")}
 
 
+async def fanout(gate):
+    """Suspended in the replaced code, then awaits a task it creates, whose body calls step()."""
+    started = label("s")
+    await gates.wait_async(gate)
+    child = await gates.in_child(step, "c")
+    return {"started": started, "child": child, "finished": label("f")}
+
+
 def blocking(gate):
     """The same, on a thread (a `def` endpoint or run_in_executor work)."""
     started = label("s")
