@@ -8,6 +8,7 @@ requires every request to be answered.
 """
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -26,7 +27,35 @@ from conftest import ROOT, TARGETS, Target, dynupdate, dynupdate_json, wait_unti
 
 BUNDLES = ROOT / "tests" / "bundles"
 V2 = str(BUNDLES / "pf-v2")
-SLOW_V2 = str(BUNDLES / "pf-slow-v2")
+
+
+def _derived(base: str, name: str, version: str, modules: Dict[str, str], append: str = "") -> str:
+    """A bundle made at test time from a committed one (so the two cannot drift apart)."""
+    folder = tempfile.mkdtemp(prefix=f"du-{name}-")
+    atexit.register(shutil.rmtree, folder, True)
+    for path in (BUNDLES / base).iterdir():
+        if path.suffix == ".py":
+            shutil.copy(path, folder)
+    table = "".join(f'"{module}" = "{file}"\n' for module, file in modules.items())
+    with open(os.path.join(folder, "patch.toml"), "w") as fh:
+        fh.write(f'name = "{name}"\nversion = "{version}"\n\n[modules]\n{table}')
+    if append:
+        with open(os.path.join(folder, next(iter(modules.values()))), "a") as fh:
+            fh.write(append)
+    return folder
+
+
+# pf-v2 with a slow module-level transfer hook: widens the swap/transfer critical section
+# so that --max-requests forks of the gunicorn master land inside it (fork-safety test)
+SLOW_V2 = _derived("pf-v2", "pf-slow-v2", "2s", {"pf_app.wsgi": "wsgi.py", "pf_app.late": "late.py"}, """
+
+def __dynupdate_transfer__(old):
+    import time
+
+    time.sleep(0.3)  # a slow state transfer: forks meanwhile must wait for it, never see half of it
+""")
+# for `python pf_app/main.py` (a script, no package name): the same source, named "__main__"
+SCRIPT_V2 = _derived("pf-main-v2", "pf-script-v2", "2", {"__main__": "main.py"})
 
 pytest.importorskip("gunicorn")
 
@@ -305,7 +334,7 @@ def test_fork_during_updates_in_a_loop_never_hangs(gthread_run_churn):
 def test_main_module_is_patched(start_target, runtime_env, how):
     """`python -m pf_app.main` (bundle names pf_app.main) and `python pf_app/main.py` (bundle names __main__)."""
     program = ["-m", "pf_app.main"] if how == "module" else [str(TARGETS / "pf_app" / "main.py")]
-    bundle = BUNDLES / ("pf-main-v2" if how == "module" else "pf-script-v2")
+    bundle = str(BUNDLES / "pf-main-v2") if how == "module" else SCRIPT_V2
     t = start_target([sys.executable, "-m", "dynupdate", "run", *program], cwd=str(TARGETS),
                      env=dict(runtime_env, PYTHONPATH=str(TARGETS)))
     port = int(t.ready_value())
