@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import pytest
 
@@ -171,3 +171,68 @@ def runtime_env():
     base = tempfile.mkdtemp(prefix="du-", dir="/tmp")
     yield {"DYNUPDATE_RUNTIME_DIR": base}
     shutil.rmtree(base, ignore_errors=True)
+
+
+# --- targets that live for a whole test module, and the CLI in the background -------------------
+
+_module_targets: Dict[str, List[Target]] = {}
+
+
+@pytest.fixture(scope="module")
+def start_module_target(request):
+    """Like start_target, but the targets live for the whole test module (shared by its tests)."""
+    mine: List[Target] = []
+    _module_targets[request.node.nodeid] = mine
+
+    def start(argv, *, env=None, ready="READY", timeout=20.0):
+        full_env = dict(os.environ)
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        if env:
+            full_env.update(env)
+        target = Target(argv, env=full_env)
+        mine.append(target)
+        if ready:
+            target.wait_for(ready, timeout)
+        return target
+
+    yield start
+    for target in mine:
+        target.stop()
+    _module_targets.pop(request.node.nodeid, None)
+
+
+@pytest.fixture
+def module_output(request):
+    """Attach module targets' output to a failing test's report (use via pytestmark)."""
+    yield
+    outputs = []
+    for nodeid, targets in _module_targets.items():
+        if nodeid.endswith(request.node.fspath.basename):
+            outputs += [(t.argv, t.output()) for t in targets]
+    request.node._targets_output = getattr(request.node, "_targets_output", []) + outputs
+
+
+class Command:
+    """The CLI running in the background, to act on the target while it waits (or to kill it)."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.proc = subprocess.Popen([sys.executable, "-m", "dynupdate", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.finished: Optional[float] = None
+
+    def wait(self, timeout: float = 90) -> tuple:
+        """(exit code, parsed JSON or None, stdout, stderr)."""
+        out, err = self.proc.communicate(timeout=timeout)
+        self.finished = time.monotonic()
+        try:
+            data = json.loads(out) if "--json" in self.args else None
+        except ValueError:
+            raise AssertionError(f"not JSON (exit {self.proc.returncode}):\n{out}\n{err}") from None
+        return self.proc.returncode, data, out, err
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.communicate(timeout=30)
+

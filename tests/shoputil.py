@@ -16,9 +16,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import pytest
 
-from conftest import PATCHES, ROOT, TARGETS, Target, dynupdate_json, wait_until
+from conftest import (PATCHES, ROOT, TARGETS, Command, Target, dynupdate_json,  # noqa: F401 (re-exported)
+                      module_output, start_module_target, wait_until)
 from dynupdate_agent.wire import ERROR_KEYS, RESULT_KEYS as _RESULT_KEYS, UPDATED_KEYS
 
 SHOP_SERVER = TARGETS / "shop_app" / "server.py"
@@ -143,31 +143,6 @@ class Call:
         return self.result
 
 
-class Command:
-    """A CLI command running in the background (to do something while it waits)."""
-
-    def __init__(self, *args: str) -> None:
-        import subprocess
-
-        self.args = args
-        self.proc = subprocess.Popen([sys.executable, "-m", "dynupdate", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.finished: Optional[float] = None
-
-    def wait(self, timeout: float = 60) -> tuple:
-        out, err = self.proc.communicate(timeout=timeout)
-        self.finished = time.monotonic()
-        try:
-            data = json.loads(out) if "--json" in self.args else None
-        except ValueError:
-            raise AssertionError(f"not JSON (exit {self.proc.returncode}):\n{out}\n{err}")
-        return self.proc.returncode, data, out, err
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-
 def start_shop(start: Any, server: Path = SHOP_SERVER, with_agent: bool = True) -> Shop:
     """Start the shop with `dynupdate run` (same pid as the program) and wait for READY."""
     if with_agent:
@@ -179,42 +154,8 @@ def start_shop(start: Any, server: Path = SHOP_SERVER, with_agent: bool = True) 
 
 # -- fixtures ------------------------------------------------------------------
 
-_module_targets: Dict[str, List[Target]] = {}
-
-
-@pytest.fixture(scope="module")
-def start_module_target(request):
-    """Like conftest's start_target, but the targets live for the whole test module."""
-    mine: List[Target] = []
-    _module_targets[request.node.nodeid] = mine
-
-    def start(argv, *, env=None, ready="READY", timeout=20.0):
-        full_env = dict(os.environ)
-        full_env.setdefault("PYTHONUNBUFFERED", "1")
-        if env:
-            full_env.update(env)
-        target = Target(argv, env=full_env)
-        mine.append(target)
-        if ready:
-            target.wait_for(ready, timeout)
-        return target
-
-    yield start
-    for target in mine:
-        target.stop()
-    _module_targets.pop(request.node.nodeid, None)
-
-
-@pytest.fixture(autouse=False)
-def attach_module_output(request):
-    """Use (autouse in a module: `pytestmark = usefixtures(...)`) to get module targets' output on failure."""
-    yield
-    outputs = []
-    for nodeid, targets in _module_targets.items():
-        if nodeid.endswith(request.node.fspath.basename):
-            outputs += [(t.argv, t.output()) for t in targets]
-    existing = getattr(request.node, "_targets_output", [])
-    request.node._targets_output = existing + outputs
+# the suite's one copy of these lives in conftest.py; `attach_module_output` is its old name here
+attach_module_output = module_output
 
 
 def snapshot(shop: Shop, bulk: bool = False) -> Dict[str, Any]:

@@ -7,19 +7,17 @@ CLI against it, and a module-scoped target fixture.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-import pytest
 
-from conftest import ROOT, TARGETS, Target, dynupdate_json, wait_until
+from conftest import (ROOT, TARGETS, Command, Target, dynupdate_json,  # noqa: F401 (re-exported)
+                      module_output, start_module_target, wait_until)
 
 REL_SERVER = TARGETS / "rel_app" / "server.py"
 REL_BLOCKED = TARGETS / "rel_blocked.py"
@@ -115,28 +113,6 @@ class Call:
         return body
 
 
-class Command:
-    """The CLI running in the background, to act on the target while it waits (or to kill it)."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.proc = subprocess.Popen([sys.executable, "-m", "dynupdate", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-
-    def wait(self, timeout: float = 90) -> tuple:
-        out, err = self.proc.communicate(timeout=timeout)
-        try:
-            data = json.loads(out) if "--json" in self.args else None
-        except ValueError:
-            raise AssertionError(f"not JSON (exit {self.proc.returncode}):\n{out}\n{err}")
-        return self.proc.returncode, data, out, err
-
-    def kill(self, sig: int = 9) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.proc.communicate(timeout=30)
-
-
 def start_rel(start: Any, *options: str, agent: str = "run", env: Optional[dict] = None) -> Rel:
     """Start rel_app: agent="run" (dynupdate run), "start" (start() in the program) or "none"."""
     if agent == "run":
@@ -204,39 +180,3 @@ def wait_not_busy(pid: int, timeout: float = 10.0) -> float:
 
 
 # -- module-scoped targets ---------------------------------------------------------
-
-_module_targets: Dict[str, List[Target]] = {}
-
-
-@pytest.fixture(scope="module")
-def start_module_target(request):
-    """Like conftest's start_target, but the targets live for the whole test module."""
-    mine: List[Target] = []
-    _module_targets[request.node.nodeid] = mine
-
-    def start(argv, *, env=None, ready="READY", timeout=20.0):
-        full_env = dict(os.environ)
-        full_env.setdefault("PYTHONUNBUFFERED", "1")
-        if env:
-            full_env.update(env)
-        target = Target(argv, env=full_env)
-        mine.append(target)
-        if ready:
-            target.wait_for(ready, timeout)
-        return target
-
-    yield start
-    for target in mine:
-        target.stop()
-    _module_targets.pop(request.node.nodeid, None)
-
-
-@pytest.fixture
-def module_output(request):
-    """Attach module targets' output to a failing test's report (use via pytestmark)."""
-    yield
-    outputs = []
-    for nodeid, targets in _module_targets.items():
-        if nodeid.endswith(request.node.fspath.basename):
-            outputs += [(t.argv, t.output()) for t in targets]
-    request.node._targets_output = getattr(request.node, "_targets_output", []) + outputs
