@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+import threading
 import time
 import types
 import weakref
@@ -26,10 +27,13 @@ from . import factories, typeslots
 
 #: a scan slice runs at most this long before the scanning thread sleeps for REST_S, so a
 #: request thread waiting for the GIL gets it within about a slice (the interpreter's own
-#: switch interval is 5 ms, and a request needs the GIL several times)
-SLICE_S = 0.0005
-REST_S = 0.0005
+#: switch interval is 5 ms, and a request needs the GIL several times). Every sleep costs
+#: the scan a scheduler round trip (measured 3 ms on a loaded 2-core machine), so slices
+#: are not made shorter than needed.
+SLICE_S = 0.002
+REST_S = 0.0002
 _MEDIATOR_FILE = "<dynupdate mediator>"
+AGENT_THREAD_PREFIX = "dynupdate-agent"  # as safepoint.AGENT_THREAD_PREFIX (which imports this module)
 
 
 def subclasses(cls: type) -> List[type]:
@@ -52,7 +56,8 @@ def _owners(classes: List[type]) -> Dict[type, List[type]]:
     return owners
 
 
-def scan_heap(classes: List[type], incremental: bool = False) -> Dict[type, List[Any]]:
+def scan_heap(classes: List[type], incremental: bool = False,
+              sink: Optional[Callable[[type, Any], None]] = None) -> Dict[type, List[Any]]:
     """Every GC-tracked instance of `classes` (subclasses included), per class.
 
     Generation by generation, youngest first: a collection between two slices
@@ -60,13 +65,18 @@ def scan_heap(classes: List[type], incremental: bool = False) -> Dict[type, List
     object alive throughout is seen at least once (duplicates are dropped).
     With `incremental`, the filtering runs in slices of SLICE_S separated by
     REST_S sleeps; the only long call left is `gc.get_objects(generation)`
-    itself (about 1 ms per 10^5 objects).
+    itself (about 1 ms per 10^5 objects). With `sink`, each hit goes to
+    `sink(cls, obj)` (inside the slices) instead of into the returned lists.
     """
     owners = _owners(classes)
     result: Dict[type, List[Any]] = {cls: [] for cls in classes}
+    if sink is None:
+        def sink(cls: type, obj: Any) -> None:
+            result[cls].append(obj)
     seen: set = set()
     generations: List[Optional[int]] = [0, 1, 2] if sys.version_info >= (3, 8) else [None]
     perf = time.perf_counter
+    wanted = set(owners)
     for generation in generations:
         objs = gc.get_objects() if generation is None else gc.get_objects(generation=generation)
         while objs:
@@ -74,12 +84,11 @@ def scan_heap(classes: List[type], incremental: bool = False) -> Dict[type, List
             while objs and (not incremental or perf() < until):
                 chunk = objs[-2000:]
                 del objs[-2000:]  # drop our references as we go, so the scan keeps nothing alive
-                for obj in chunk:
-                    hit = owners.get(type(obj))
-                    if hit and id(obj) not in seen:
+                for obj in [o for o, t in zip(chunk, map(type, chunk)) if t in wanted]:
+                    if id(obj) not in seen:
                         seen.add(id(obj))
-                        for cls in hit:
-                            result[cls].append(obj)
+                        for cls in owners[type(obj)]:
+                            sink(cls, obj)
                 del chunk
             if incremental and objs:
                 time.sleep(REST_S)
@@ -87,8 +96,14 @@ def scan_heap(classes: List[type], incremental: bool = False) -> Dict[type, List
     return result
 
 
-def find(classes: List[type]) -> Dict[type, List[Any]]:
-    """For each class, its live instances (subclass instances included), now."""
+def find(classes: List[type], incremental: Optional[bool] = None) -> Dict[type, List[Any]]:
+    """For each class, its live instances (subclass instances included), now.
+
+    A heap scan is incremental (it sleeps between slices) in the agent's own
+    threads, never in an application thread (a request must not sleep for us).
+    """
+    if incremental is None:
+        incremental = threading.current_thread().name.startswith(AGENT_THREAD_PREFIX)
     result: Dict[type, List[Any]] = {}
     scan = []
     for cls in classes:
@@ -97,7 +112,7 @@ def find(classes: List[type]) -> Dict[type, List[Any]]:
         else:
             scan.append(cls)
     if scan:
-        result.update(scan_heap(scan))
+        result.update(scan_heap(scan, incremental=incremental))
     return result
 
 
@@ -118,6 +133,9 @@ class _Refs:
 
     def mark(self) -> Tuple[int, int]:
         return len(self.weak), len(self.strong)
+
+    def __len__(self) -> int:
+        return len(self.weak) + len(self.strong)
 
     def live(self, since: Tuple[int, int] = (0, 0), until: Optional[Tuple[int, int]] = None) -> List[Any]:
         weak = self.weak[since[0]:until[0] if until else None]
@@ -200,20 +218,6 @@ def under_construction(classes: Tuple[type, ...]) -> set:
     return ids
 
 
-class Decided:
-    """The instance set of one class, as decided at the safe point."""
-
-    def __init__(self, cls: type, objs: List[Any]) -> None:
-        self.cls = cls
-        self.objs = objs
-
-    def refs(self) -> "_Refs":
-        refs = _Refs()
-        for obj in self.objs:
-            refs.add(obj)
-        return refs
-
-
 class Census:
     """Finds the instances an update transfers; `decide()` at the safe point, `close()` always.
 
@@ -227,7 +231,11 @@ class Census:
         self.classes = list(dict.fromkeys(classes))
         self.untracked = [cls for cls in self.classes if not factories.is_updatable(cls)]
         self.watches: List[_Watch] = []
-        self.scanned: Dict[type, _Refs] = {}
+        #: what the scan found, held strongly until the census closes (the end of the request):
+        #: appending to a list allocates nothing the GC tracks, where a weak reference per hit
+        #: would bring a full collection (one long pause) forward in a large heap
+        self.scanned: Dict[type, List[Any]] = {}
+        self.scanned_ids: Dict[type, set] = {}
         self.marks: Dict[int, Tuple[int, int]] = {}
         self.closed = False
         _open.append(self)
@@ -241,61 +249,75 @@ class Census:
                         self.watches.append(_Watch(klass))
                     except TypeError:
                         pass  # a built-in type's __new__ cannot be replaced: the scan still finds them
-        found = scan_heap(self.untracked, incremental=True) if self.untracked else {}
-        counts: Dict[type, int] = {}
-        for cls in self.classes:
-            if cls in found:
-                refs = self.scanned[cls] = _Refs()
-                for obj in found[cls]:
-                    refs.add(obj)
-                counts[cls] = len(found[cls])
-            else:
-                counts[cls] = factories.count(cls)
-        return counts
+        for cls in self.untracked:
+            self.scanned[cls], self.scanned_ids[cls] = [], set()
 
-    def _watched(self, cls: type) -> List[Any]:
+        def sink(cls: type, obj: Any) -> None:
+            self.scanned[cls].append(obj)
+            self.scanned_ids[cls].add(id(obj))
+
+        if self.untracked:
+            scan_heap(self.untracked, incremental=True, sink=sink)
+        return {cls: len(self.scanned[cls]) if cls in self.scanned else factories.count(cls)
+                for cls in self.classes}
+
+    def _watched(self, cls: type, since: bool = False) -> List[Any]:
         out: List[Any] = []
         for watch in self.watches:
             if issubclass(watch.cls, cls) or issubclass(cls, watch.cls):
-                out.extend(obj for obj in watch.refs.live() if isinstance(obj, cls))
+                start = self.marks.get(id(watch), (0, 0)) if since else (0, 0)
+                out.extend(obj for obj in watch.refs.live(start) if isinstance(obj, cls))
         return out
 
-    def decide(self, classes: Optional[List[type]] = None) -> Dict[type, List[Any]]:
-        """The complete instance set of each class, now (call at the safe point)."""
-        classes = self.classes if classes is None else classes
+    def _unscanned(self, cls: type) -> List[Any]:
+        """Instances the watches saw that the scan did not (created after it passed)."""
+        ids = self.scanned_ids[cls]
+        out = []
+        for obj in self._watched(cls):
+            if id(obj) not in ids:
+                ids.add(id(obj))
+                out.append(obj)
+        return out
+
+    def _mark(self) -> None:
         for watch in self.watches:
             self.marks[id(watch)] = watch.refs.mark()
-        building = under_construction(tuple(classes))
+
+    def decide(self, classes: List[type]) -> Dict[type, List[Any]]:
+        """The complete instance set of each class, now (call at the safe point)."""
+        self._mark()
+        building = under_construction(tuple(classes)) if classes else set()
         out: Dict[type, List[Any]] = {}
         for cls in classes:
             if cls in self.scanned:
-                objs = self.scanned[cls].live() + self._watched(cls)
+                objs = self.scanned[cls] + self._unscanned(cls)
             else:
                 objs = factories.live_instances(cls)
-            seen: set = set()
-            kept = []
-            for obj in objs:
-                key = id(obj)
-                if key not in seen and key not in building and isinstance(obj, cls):
-                    seen.add(key)
-                    kept.append(obj)
-            out[cls] = kept
+            out[cls] = [obj for obj in objs if id(obj) not in building] if building else objs
         return out
+
+    def decide_lazy(self, cls: type) -> Tuple[int, List[Any]]:
+        """For a lazy transfer of a class that is no factory, at the safe point, without walking
+        the instances: (how many are in the set, objects that are not: under construction).
+
+        The set itself is "every instance not marked fresh"; lazy finds the pending ones by
+        scanning the heap when it must (`status`, closing), as the scan found them here.
+        """
+        self._mark()
+        count = len(self.scanned[cls]) + len(self._unscanned(cls))
+        held = under_construction((cls,))
+        building = [obj for obj in self._watched(cls) if id(obj) in held] if held else []
+        return count - len(building), building
 
     def known(self, cls: type) -> List[Any]:
         """Every live instance of `cls` the census knows of (none excluded), without duplicates."""
-        objs = self.scanned[cls].live() if cls in self.scanned else []
+        objs = list(self.scanned.get(cls, ()))
         objs += self._watched(cls)
         return list({id(obj): obj for obj in objs if isinstance(obj, cls)}.values())
 
     def created_since_decided(self, cls: type) -> List[Any]:
-        """Instances of `cls` the watches saw after `decide()` (they belong to the new version)."""
-        out: List[Any] = []
-        for watch in self.watches:
-            if issubclass(watch.cls, cls) or issubclass(cls, watch.cls):
-                since = self.marks.get(id(watch), (0, 0))
-                out.extend(obj for obj in watch.refs.live(since) if isinstance(obj, cls))
-        return out
+        """Instances of `cls` the watches saw after the decision (they belong to the new version)."""
+        return self._watched(cls, since=True)
 
     def close(self) -> None:
         if self.closed:
@@ -305,6 +327,7 @@ class Census:
             watch.remove()
         self.watches.clear()
         self.scanned.clear()
+        self.scanned_ids.clear()
         if self in _open:
             _open.remove(self)
 

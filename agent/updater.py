@@ -353,8 +353,7 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
 def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
               transfers: List[Tuple[type, List[Any], int, bool]], census: instances.Census) -> int:
     """Decide the instance sets (the safe point is reached), transfer; returns the instance count."""
-    decided = census.decide([cls for cls, _, _, is_lazy in transfers
-                             if not (is_lazy and factories.is_updatable(cls))])
+    decided = census.decide([cls for cls, _, _, is_lazy in transfers if not is_lazy])
     for cls in {cls: None for mp in modules for cls in mp.new_factories}:
         op = factories.Register(cls, functools.partial(census.known, cls))
         tx.extra_ops.append(op)
@@ -365,12 +364,12 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
     counted = total
     for cls, objs, count, is_lazy in transfers:
         if is_lazy:
-            if cls in decided:
-                count = len(decided[cls])
-                tx.lazy_started.append(lazy.start(cls, count, decided[cls], census.created_since_decided(cls)))
-            else:
+            if factories.is_updatable(cls):
                 count = factories.count(cls)
                 tx.lazy_started.append(lazy.start(cls, count))
+            else:
+                lz, count = lazy.start_decided(cls, census)
+                tx.lazy_started.append(lz)
             counted += count
             continue
         objs = decided[cls]

@@ -140,6 +140,131 @@ def bench_pause(tmp: Path, sizes: List[int], rounds_for: Callable[[int], int]) -
     return out
 
 
+# --- 2b. what a client feels: stall of an untouched endpoint during apply and attach --------
+
+class Probe(threading.Thread):
+    """Requests to `/ping` back to back on one keep-alive connection, each one timed.
+
+    `window(t0, t1)` -> the latencies of the requests that overlap [t0, t1]. A
+    slow answer is the process's cost of the update (the endpoint's code is
+    never touched, so nothing is held by the mediator): the GIL, mostly.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="bench-stall-probe", daemon=True)
+        self.port = port
+        self.samples: List[tuple] = []
+        self.errors = 0
+        self.stop_flag = False
+        self.started_evt = threading.Event()
+
+    def run(self) -> None:
+        perf = time.perf_counter
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        while not self.stop_flag:
+            t = perf()
+            try:
+                conn.request("GET", "/ping")
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    self.errors += 1
+            except Exception:
+                self.errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            self.samples.append((t, perf()))
+            if len(self.samples) == 200:
+                self.started_evt.set()
+        conn.close()
+
+    def window(self, t0: float, t1: float) -> List[float]:
+        return [(end - start) * 1e3 for start, end in list(self.samples) if end >= t0 and start <= t1]
+
+    def stop(self) -> None:
+        self.stop_flag = True
+        self.join(30)
+
+
+def _stall_window(probe: Probe, action: Callable[[], Any], settle: float = 0.05) -> tuple:
+    """(largest latency in ms while `action` runs, its result, a quiet window's median and max)."""
+    time.sleep(settle)
+    q0 = time.perf_counter()
+    time.sleep(0.2)
+    quiet = probe.window(q0, time.perf_counter())
+    t0 = time.perf_counter()
+    out = action()
+    t1 = time.perf_counter()
+    time.sleep(settle)  # a request that started during the action and ends after it counts too
+    during = probe.window(t0, t1)
+    return max(during) if during else None, out, bs.median(quiet), max(quiet) if quiet else None
+
+
+def bench_stall(tmp: Path, sizes: List[int], rounds_for: Callable[[int], int]) -> Dict[str, Any]:
+    """stall_ms.{eager,lazy}.{tracked,untracked}.{N}: the largest latency of a probe request to an
+    untouched endpoint while an update with N live instances is applied (median over rounds)."""
+    folder = bs.write_modules(tmp / "stall", {"bench_stallmod": bs.STALL_V1})
+    bundles = {kind: load_bundle(str(bs.write_bundle(tmp / f"stall-v2-{kind}", "stall", "2",
+                                                     {"bench_stallmod": bs.stall_v2(kind)})))
+               for kind in ("tracked", "untracked")}
+    stall: Dict[str, Any] = {mode: {kind: {str(n): None for n in SIZES} for kind in ("tracked", "untracked")}
+                             for mode in ("eager", "lazy")}
+    detail: Dict[str, Any] = {}
+    for kind in ("tracked", "untracked"):
+        for n in sizes:
+            note(f"stall: {kind} N={n}")
+            rows: Dict[str, List[Dict[str, Any]]] = {"eager": [], "lazy": []}
+            with bs.Proc([str(bs.TARGETS / "stall_target.py"), str(folder), kind, str(n)], agent=True) as proc:
+                port = int(proc.expect("READY", 300).split()[0])
+                probe = Probe(port)
+                probe.start()
+                try:
+                    probe.started_evt.wait(30)
+                    with connect(proc.pid) as client:
+                        for r in range(rounds_for(n)):
+                            for mode in ("eager", "lazy") if r % 2 == 0 else ("lazy", "eager"):
+                                worst, reply, quiet_median, quiet_max = _stall_window(
+                                    probe, lambda m=mode: client.apply(bundles[kind], lazy=(m == "lazy"), timeout=120))
+                                if reply["updated"]["instances"] != n:
+                                    raise RuntimeError(f"stall {kind} N={n} {mode}: the update counted "
+                                                       f"{reply['updated']['instances']} instances, not {n}")
+                                rows[mode].append({"stall_ms": worst, "quiet_median_ms": quiet_median,
+                                                   "quiet_max_ms": quiet_max, "agent_ms": agent_ms(reply),
+                                                   "phases_ms": {k: v * 1e3 for k, v in reply["phases"].items()}})
+                                client.rollback(timeout=120)
+                finally:
+                    probe.stop()
+                proc.send("quit")
+            for mode in ("eager", "lazy"):
+                stall[mode][kind][str(n)] = bs.median([row["stall_ms"] for row in rows[mode]])
+            detail[f"{kind}/{n}"] = {"rounds": rows, "probe_errors": probe.errors}
+    return {"stall_ms": stall, "stall_detail": detail}
+
+
+def bench_attach_stall(tmp: Path, rounds: int) -> Dict[str, Any]:
+    """stall_ms.attach: the largest probe latency while `dynupdate attach` injects the agent into a plain
+    threaded HTTP target (median over rounds)."""
+    folder = bs.write_modules(tmp / "stall-attach", {})
+    cmd = bs.dynupdate_cmd()
+    worst_runs, errors = [], []
+    for _ in range(rounds):
+        with bs.Proc([str(bs.TARGETS / "stall_target.py"), str(folder), "none", "0"]) as proc:
+            port = int(proc.expect("READY", 60).split()[0])
+            probe = Probe(port)
+            probe.start()
+            try:
+                probe.started_evt.wait(30)
+                worst, (wall, res), _, _ = _stall_window(
+                    probe, lambda: _wall(cmd + ["attach", "--pid", str(proc.pid), "--json"], timeout=60))
+            finally:
+                probe.stop()
+            if res.returncode == 0:
+                worst_runs.append(worst)
+            else:
+                errors.append(f"exit {res.returncode}: {(res.stderr or res.stdout).strip()[-300:]}")
+    return {"attach": bs.median(worst_runs), "attach_runs": worst_runs, "attach_errors": errors}
+
+
 # --- 3. the CLI and attach --------------------------------------------------------------
 
 def _wall(argv: List[str], timeout: float = 120) -> tuple:
@@ -537,10 +662,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for BENCHMARKS.md)")
     parser.add_argument("--plot", metavar="PNG", help="draw pause vs N into this file (needs matplotlib)")
     parser.add_argument("--save", metavar="JSON", help="also write the JSON result to this file")
-    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,cli,attach,load,peers")
+    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,stall,cli,attach,load,peers")
     args = parser.parse_args(argv)
     quick = args.quick
-    sections = set((args.only or "micro,pause,cli,attach,load,peers").split(","))
+    sections = set((args.only or "micro,pause,stall,cli,attach,load,peers").split(","))
     started = time.perf_counter()
     result: Dict[str, Any] = {"quick": quick, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="dynupdate-bench-") as tmpdir:
@@ -552,6 +677,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             sizes = SIZES[:2] if quick else SIZES
             result.update(bench_pause(tmp, sizes, (lambda n: 2) if quick else
                                       (lambda n: 5 if n <= 10000 else 3 if n <= 100000 else 2)))
+        if "stall" in sections:
+            result.update(bench_stall(tmp, SIZES[:2] if quick else SIZES,
+                                      (lambda n: 1) if quick else (lambda n: 3 if n <= 10000 else 2 if n <= 100000 else 1)))
+            note("stall: attach")
+            attach_stall = bench_attach_stall(tmp, 1 if quick else 3)
+            result.setdefault("stall_ms", {})["attach"] = attach_stall.pop("attach")
+            result.setdefault("stall_detail", {})["attach"] = attach_stall
         if "cli" in sections:
             note("cli apply")
             result.update(bench_cli(tmp, 3 if quick else 7))
