@@ -324,7 +324,9 @@ def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any], lazy
             default = bundle.get("lazy", False)  # optional in a request: a missing key is not an error
             is_lazy = lazy_flag if lazy_flag is not None else bool(vars(pair.new).get(diff.LAZY, default))
             out.append((pair.live, [], 0, is_lazy))
-    census = instances.Census([cls for cls, _, _, _ in out] + [cls for mp in modules for cls in mp.new_factories])
+    made_factories = [cls for mp in modules for cls in mp.new_factories]  # their instances seed the factory
+    census = instances.Census([cls for cls, _, _, _ in out] + made_factories,
+                              lazy=[cls for cls, _, _, is_lazy in out if is_lazy and cls not in made_factories])
     counts = census.prepare()
     return census, [(cls, objs, counts[cls], is_lazy) for cls, objs, _, is_lazy in out]
 

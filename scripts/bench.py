@@ -5,15 +5,17 @@
     python scripts/bench.py --quick         # < 1 min: fewer rounds, N in {1000, 10000} only
     python scripts/bench.py --json          # one JSON object (keys: see issue 4 / BENCHMARKS.md)
     python scripts/bench.py --plot docs/pause.png   # also draw pause vs N (needs matplotlib)
+    python scripts/bench.py --only micro,stall --stall-plot docs/stall.png [--stall-before OLD.json]
 
 Everything runs against real processes: targets are started with `dynupdate run`
 (or as plain processes for attach and the peers), updates go through the agent's
 socket, the CLI is timed as a subprocess. Ratios are measured inside one target,
 interleaved (A B, B A, ...), as the median of per-round ratios.
 
---quick: micro rounds 7 instead of 15; pause/apply for N = 1000 and 10000 only
-(100000 and 1000000 are reported as null), 2 rounds per N; cli 3 rounds; attach
-and pyrasite 1 round each; load windows of 1 s instead of 2.5 s; peers 1 round.
+--quick: micro rounds 7 instead of 15; pause/apply and stall for N = 1000 and 10000
+only (100000 and 1000000 are reported as null), 2 rounds per N for pause, 1 for
+stall; cli 3 rounds; attach, attach stall and pyrasite 1 round each; load windows
+of 1 s instead of 2.5 s; peers 1 round.
 """
 from __future__ import annotations
 
@@ -238,7 +240,13 @@ def bench_stall(tmp: Path, sizes: List[int], rounds_for: Callable[[int], int]) -
             for mode in ("eager", "lazy"):
                 stall[mode][kind][str(n)] = bs.median([row["stall_ms"] for row in rows[mode]])
             detail[f"{kind}/{n}"] = {"rounds": rows, "probe_errors": probe.errors}
-    return {"stall_ms": stall, "stall_detail": detail}
+    # eager transfer cost per instance: the agent's transfer phase over N, tracked class, largest N run
+    per_instance = None
+    if sizes:
+        n = max(sizes)
+        rows = detail[f"tracked/{n}"]["rounds"]["eager"]
+        per_instance = bs.median([row["phases_ms"].get("transfer", 0.0) * 1e3 / n for row in rows])
+    return {"stall_ms": stall, "stall_detail": detail, "eager_transfer_us_per_instance": per_instance}
 
 
 def bench_attach_stall(tmp: Path, rounds: int) -> Dict[str, Any]:
@@ -655,6 +663,50 @@ def plot(result: Dict[str, Any], path: str) -> Optional[str]:
     return None
 
 
+def plot_stall(result: Dict[str, Any], path: str, before: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """Largest client-seen stall vs N, one line per mode and class kind (and `before`'s, dashed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]'); stall plot skipped"
+    fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=110)
+    styles = {("eager", "tracked"): ("tab:blue", "o"), ("eager", "untracked"): ("tab:orange", "s"),
+              ("lazy", "tracked"): ("tab:green", "^"), ("lazy", "untracked"): ("tab:red", "D")}
+    for label, res, line in (("before", before, "--"), ("", result, "-")):
+        if not res or "stall_ms" not in res:
+            continue
+        for (mode, kind), (color, marker) in styles.items():
+            pts = [(n, res["stall_ms"][mode][kind][str(n)]) for n in SIZES
+                   if res["stall_ms"][mode][kind].get(str(n)) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [max(p[1], 0.1) for p in pts], linestyle=line, marker=marker,
+                        color=color, alpha=0.45 if label else 1.0,
+                        label=f"{mode}, {kind}" + (f" ({label})" if label else ""))
+    quiet = [bs.median([row["quiet_max_ms"] for mode in ("eager", "lazy")
+                        for row in result["stall_detail"].get(f"{kind}/{n}", {}).get("rounds", {}).get(mode, [])])
+             for n in SIZES for kind in ("tracked",)]
+    pts = [(n, q) for n, q in zip(SIZES, quiet) if q is not None]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=":", color="grey",
+                label="largest latency, no update (noise)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("live instances of the updated class (N)")
+    ax.set_ylabel("largest /ping latency during apply (ms)")
+    m = result["machine"]
+    ax.set_title(f"client-seen stall vs N ({m['nproc']} x {m['cpu']}, Python {m['python']})", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller run (< 1 min); see the module docstring")
@@ -662,6 +714,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for BENCHMARKS.md)")
     parser.add_argument("--plot", metavar="PNG", help="draw pause vs N into this file (needs matplotlib)")
     parser.add_argument("--save", metavar="JSON", help="also write the JSON result to this file")
+    parser.add_argument("--stall-plot", metavar="PNG", help="draw the client-seen stall vs N (needs matplotlib)")
+    parser.add_argument("--stall-before", metavar="JSON", help="a saved earlier result to draw dashed in --stall-plot")
     parser.add_argument("--only", help="comma-separated sections to run: micro,pause,stall,cli,attach,load,peers")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -699,6 +753,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["goals"] = {name: status for name, _, status in goals(result)}
     if args.plot:
         problem = plot(result, args.plot)
+        if problem:
+            note(problem)
+    if args.stall_plot and "stall_ms" in result:
+        before = json.loads(Path(args.stall_before).read_text()) if args.stall_before else None
+        problem = plot_stall(result, args.stall_plot, before)
         if problem:
             note(problem)
     if args.save:
