@@ -107,7 +107,10 @@ def _scan(owners: Dict[type, List[type]], sink: Callable[[type, Any], None], inc
     perf = time.perf_counter
     wanted = set(owners)
     for generation in generations:
+        remember = generation is not None and generation < 2
         objs = gc.get_objects() if generation is None else gc.get_objects(generation=generation)
+        if incremental and len(objs) > 10000:
+            time.sleep(REST_S)  # that call was the one long hold: the filtering starts a fresh slice
         while objs:
             until = perf() + SLICE_S
             while objs and (not incremental or perf() < until):
@@ -115,7 +118,8 @@ def _scan(owners: Dict[type, List[type]], sink: Callable[[type, Any], None], inc
                 del objs[-2000:]  # drop our references as we go, so the scan keeps nothing alive
                 for obj in chunk:
                     if type(obj) in wanted and id(obj) not in seen:
-                        seen.add(id(obj))
+                        if remember:  # only young hits can turn up again in an older generation
+                            seen.add(id(obj))
                         for cls in owners[type(obj)]:
                             sink(cls, obj)
                 del chunk
@@ -260,8 +264,8 @@ class Census:
         self.classes = list(dict.fromkeys(classes))
         self.untracked = [cls for cls in self.classes if not factories.is_updatable(cls)]
         self.lazy = set(lazy) & set(self.untracked)
-        #: lazy classes: the ids the scan found (a set of ints costs the collector next to nothing)
-        self.scanned_ids: Dict[type, set] = {cls: set() for cls in self.lazy}
+        #: lazy classes: how many instances the scan found (lazy needs no more)
+        self.scanned_count: Dict[type, int] = {cls: 0 for cls in self.lazy}
         self.watches: List[_Watch] = []
         #: what the scan found, held strongly until the census closes (the end of the request),
         #: in lists of at most CHUNK objects: a weak reference per hit would bring a full
@@ -286,9 +290,8 @@ class Census:
                 self.scanned[cls] = [[]]
 
         def sink(cls: type, obj: Any) -> None:
-            ids = self.scanned_ids.get(cls)
-            if ids is not None:
-                ids.add(id(obj))
+            if cls in self.scanned_count:
+                self.scanned_count[cls] += 1
                 return
             chunks = self.scanned[cls]
             if len(chunks[-1]) >= CHUNK:
@@ -300,8 +303,8 @@ class Census:
         return {cls: self._scanned_count(cls) for cls in self.classes}
 
     def _scanned_count(self, cls: type) -> int:
-        if cls in self.scanned_ids:
-            return len(self.scanned_ids[cls])
+        if cls in self.scanned_count:
+            return self.scanned_count[cls]
         if cls in self.scanned:
             return sum(map(len, self.scanned[cls]))
         return factories.count(cls)
@@ -351,8 +354,9 @@ class Census:
         scanning the heap when it must (`status`, closing), as the scan found them here.
         """
         self._mark()
-        ids = self.scanned_ids[cls]
-        count = len(ids) + sum(1 for obj in self._watched(cls) if id(obj) not in ids)
+        # an instance created while the scan ran may be counted twice: the count only tells lazy
+        # when to check (exactly, by a scan) whether anything is still pending
+        count = self.scanned_count[cls] + len(self._watched(cls))
         held = under_construction((cls,))
         building = [obj for obj in self._watched(cls) if id(obj) in held] if held else []
         return count - len(building), building
@@ -375,7 +379,7 @@ class Census:
             watch.remove()
         self.watches.clear()
         self.scanned.clear()
-        self.scanned_ids.clear()
+        self.scanned_count.clear()
         if self in _open:
             _open.remove(self)
 
