@@ -82,7 +82,8 @@ def scan_heap(classes: List[type], incremental: bool = False,
 
 @contextlib.contextmanager
 def _collector_paused(pause: bool) -> Iterator[None]:
-    """Automatic garbage collection off for the length of an incremental scan, as it was after.
+    """Automatic garbage collection off for the length of an incremental scan (or an eager
+    transfer), as it was after.
 
     The list `gc.get_objects()` returns is itself a young object holding every object of the
     heap: a collection of the young generation in the middle of the scan walks all of it (17 ms
@@ -486,6 +487,11 @@ class EagerTransfer:
         Per type, the hook and a direct reader of the instance dict are looked up
         once; per instance, one dict copy is kept for undo and one given to the hook.
         """
+        with _collector_paused(True):  # its full collections, mid-loop, were the clients' longest waits
+            return self._run(objs, hook_of, progress, every)
+
+    def _run(self, objs: List[Any], hook_of: Callable[[type], Callable[..., Any]],
+             progress: Callable[[int, int], None], every: int) -> int:
         total = len(objs)
         per_type: Dict[type, Tuple[Callable[..., Any], Any]] = {}
         save = self.saved.append
