@@ -715,6 +715,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="draw pause vs N into this file (needs matplotlib)")
     parser.add_argument("--save", metavar="JSON", help="also write the JSON result to this file")
     parser.add_argument("--stall-plot", metavar="PNG", help="draw the client-seen stall vs N (needs matplotlib)")
+    parser.add_argument("--stall-sizes", metavar="N,N", help="stall section: these N only (e.g. 100000)")
+    parser.add_argument("--stall-rounds", type=int, metavar="R", help="stall section: R rounds per N and mode")
     parser.add_argument("--stall-before", metavar="JSON", help="a saved earlier result to draw dashed in --stall-plot")
     parser.add_argument("--only", help="comma-separated sections to run: micro,pause,stall,cli,attach,load,peers")
     args = parser.parse_args(argv)
@@ -732,8 +734,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             result.update(bench_pause(tmp, sizes, (lambda n: 2) if quick else
                                       (lambda n: 5 if n <= 10000 else 3 if n <= 100000 else 2)))
         if "stall" in sections:
-            result.update(bench_stall(tmp, SIZES[:2] if quick else SIZES,
-                                      (lambda n: 1) if quick else (lambda n: 3 if n <= 10000 else 2 if n <= 100000 else 1)))
+            sizes = [int(n) for n in args.stall_sizes.split(",")] if args.stall_sizes else \
+                SIZES[:2] if quick else SIZES
+            rounds = (lambda n: args.stall_rounds) if args.stall_rounds else (lambda n: 1) if quick else \
+                (lambda n: 3 if n <= 10000 else 2 if n <= 100000 else 1)
+            result.update(bench_stall(tmp, sizes, rounds))
             note("stall: attach")
             attach_stall = bench_attach_stall(tmp, 1 if quick else 3)
             result.setdefault("stall_ms", {})["attach"] = attach_stall.pop("attach")
