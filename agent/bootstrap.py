@@ -34,8 +34,18 @@ def load_agent(msgpack_dir=None):
     return module
 
 
+MIN_PYTHON = (3, 9)
+
+
 def run(msgpack_dir=None, key_file=None):
     """Load and start the agent; log instead of raising, the target must not notice."""
+    if sys.version_info[:2] < MIN_PYTHON:  # the CLI refuses these first; never a SyntaxError in the target
+        import logging
+
+        logging.getLogger("dynupdate.agent").error(
+            "dynupdate agent failed to start: unsupported Python %d.%d (needs %d.%d or later)",
+            sys.version_info[0], sys.version_info[1], MIN_PYTHON[0], MIN_PYTHON[1])
+        return None
     try:
         return load_agent(msgpack_dir).start(key_file=key_file)
     except BaseException as exc:

@@ -2,30 +2,37 @@
 
 The new source runs in a throwaway namespace; its definitions are then matched
 to the live ones by name. Functions and classes that exist in both are updated
-in place (identity kept, so every reference sees the new code); new ones are
-adopted with their globals re-bound to the live module; data keeps its live
-value. Nothing live is touched here: the result is a `Plan` to apply later.
+in place (identity kept, so every reference sees the new code); a function
+that cannot be (its closure changed shape) is replaced where it was found and
+the old object forwards to the replacement (forward.py), so references to it
+run the new code too. Wrappers made by decorators from other modules and
+functions generated for a class (dataclasses) are this module's code as well.
+New definitions are adopted with their globals re-bound to the live module;
+data keeps its live value. Nothing live is touched here: the result is a
+`Plan` to apply later.
 """
 from __future__ import annotations
 
 import builtins
-import gc
-import linecache
-import sys
+import functools
 import types
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import factories
-from .plan import MISSING, Plan, SetAttr, SetCell, SetItem, UpdateFunction
+from . import factories, importer, report, sources
+from .plan import MISSING, ClearCache, ForwardFunction, Plan, SetAttr, SetCell, SetItem, UpdateFunction
 
 TRANSFER = "__dynupdate_transfer__"
 REVERT = "__dynupdate_revert__"
 LAZY = "__dynupdate_lazy__"
+CHECK = "__dynupdate_check__"
 
 _MODULE_SKIP = {"__name__", "__file__", "__package__", "__loader__", "__spec__", "__builtins__", "__cached__",
-                "__path__", "__dynupdate_deferred_factories__", TRANSFER, REVERT}
+                "__path__", "__dynupdate_deferred_factories__", TRANSFER, REVERT, CHECK}
 _MODULE_TAKE_NEW = {"__doc__", "__all__"}
+#: class attributes that describe the code, not state: dataclass metadata, annotations
+_CLASS_TAKE_NEW = {"__annotations__", "__dataclass_fields__", "__dataclass_params__", "__match_args__",
+                   "__firstlineno__", "__static_attributes__"}
 _CLASS_SKIP = {"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__"}
 
 
@@ -54,6 +61,9 @@ class ModulePlan:
     warnings: List[str] = field(default_factory=list)
     module_hook: Optional[types.FunctionType] = None
     revert_hook: Optional[types.FunctionType] = None
+    check_hook: Optional[types.FunctionType] = None
+    #: warnings for module data whose new-source value differs from the live value it keeps
+    kept: List[str] = field(default_factory=list)
     installed_new: bool = False
     new_factories: List[type] = field(default_factory=list)
 
@@ -79,8 +89,6 @@ def execute_source(name: str, source: str, filename: str, live: Optional[types.M
             if key in vars(live):
                 namespace[key] = vars(live)[key]
     namespace.setdefault("__package__", package)
-    lines = source.splitlines(True)
-    linecache.cache[filename] = (len(source), None, lines, filename)
     code = compile(source, filename, "exec", dont_inherit=True)
     with factories.deferred_registration() as deferred:
         exec(code, namespace)
@@ -97,7 +105,10 @@ class Differ:
         self.live_globals = mp.live_dict
         self.class_map: Dict[int, type] = {}
         self.rebound: Dict[int, Any] = {}
+        self.cells: Dict[int, Any] = {}
         self.updated_fns: Dict[int, bool] = {}
+        #: id(old function) -> what replaced it (so every path to it installs the same object)
+        self.replaced: Dict[int, Any] = {}
 
     # -- what belongs to the new source -------------------------------------------
     def _ours_new(self, obj: Any) -> bool:
@@ -132,21 +143,25 @@ class Differ:
             return self.rebound[key]
         if isinstance(obj, type) and key in self.class_map:
             return self.class_map[key]
-        if _is_function(obj) and obj.__globals__ is self.ns:
-            clone = types.FunctionType(obj.__code__, self.live_globals, obj.__name__, obj.__defaults__,
+        if _is_function(obj) and (self._new_code(obj) or _wraps(obj, self._new_code)):
+            # the new source's own functions get the live globals; generated ones and
+            # wrappers from other modules keep theirs; closures are re-bound either way
+            namespace = self.live_globals if obj.__globals__ is self.ns else obj.__globals__
+            clone = types.FunctionType(obj.__code__, namespace, obj.__name__, obj.__defaults__,
                                        self._cells(obj.__closure__))
             self.rebound[key] = clone
             clone.__kwdefaults__ = obj.__kwdefaults__
             clone.__annotations__ = obj.__annotations__
             clone.__qualname__ = obj.__qualname__
+            clone.__module__ = obj.__module__
             clone.__doc__ = obj.__doc__
             clone.__dict__.update({k: self.rebind(v) for k, v in obj.__dict__.items()})
             return clone
         if isinstance(obj, (staticmethod, classmethod)) and _is_function(obj.__func__):
             return type(obj)(self.rebind(obj.__func__))
         if isinstance(obj, property):
-            return property(*(self.rebind(f) if f is not None else None for f in (obj.fget, obj.fset, obj.fdel)),
-                            obj.__doc__)
+            fget, fset, fdel = (self.rebind(f) if f is not None else None for f in (obj.fget, obj.fset, obj.fdel))
+            return property(fget, fset, fdel, obj.__doc__)
         if isinstance(obj, type) and self._ours_new(obj):
             self.adopt_class(obj)
         return obj
@@ -156,12 +171,14 @@ class Differ:
             return None
         cells = []
         for cell in closure:
-            try:
-                value = cell.cell_contents
-            except ValueError:
-                cells.append(types.CellType())
-                continue
-            cells.append(types.CellType(self.rebind(value)))
+            clone = self.cells.get(id(cell))  # functions that shared a cell still share it
+            if clone is None:
+                clone = self.cells[id(cell)] = types.CellType()  # first, so a self-reference ends
+                try:
+                    clone.cell_contents = self.rebind(cell.cell_contents)
+                except ValueError:
+                    pass
+            cells.append(clone)
         return tuple(cells)
 
     def adopt_class(self, cls: type) -> None:
@@ -184,62 +201,108 @@ class Differ:
         self.mp.adopted.append(cls)
 
     # -- functions --------------------------------------------------------------
-    def function(self, owner: Any, name: str, old: types.FunctionType, new: types.FunctionType) -> None:
-        """Update `old` in place with `new`'s code, or replace it everywhere if impossible."""
+    def _new_code(self, fn: Any) -> bool:
+        """A function the new source made: defined in it, or generated for it with the
+        live module as globals (dataclass methods are exec'd in `sys.modules[name]`)."""
+        return _is_function(fn) and (fn.__globals__ is self.ns or (
+            fn.__globals__ is self.live_globals and fn.__module__ == self.mp.name))
+
+    def _owned_live(self, obj: Any) -> bool:
+        """Live code of this module: its classes and functions, and wrappers around its
+        functions made by a decorator from another module (`functools.wraps` or a closure)."""
+        if isinstance(obj, type):
+            return self._ours_live(obj)
+        return _is_function(obj) and (self._ours_live(obj) or _wraps(obj, self._ours_live))
+
+    def _owned_new(self, obj: Any) -> bool:
+        """The same for the new source's objects."""
+        if isinstance(obj, type):
+            return self._ours_new(obj)
+        return _is_function(obj) and (self._new_code(obj) or _wraps(obj, self._new_code))
+
+    def code(self, old: Any, new: Any, install: Callable[[Any], None]) -> None:
+        """Make the live function `old` run `new`'s code.
+
+        In place when the closure shapes match (identity kept, no indirection):
+        `old` is this module's own function, or a wrapper from another module's
+        decorator with the same wrapper code, whose inner functions are then
+        followed through closure cells and `__wrapped__`. Otherwise `install`
+        puts the replacement where `old` was found and `old` forwards to it.
+        """
+        if id(old) in self.replaced:
+            install(self.replaced[id(old)])
+            return
         if id(old) in self.updated_fns:
+            return
+        same_shape = old.__code__.co_freevars == new.__code__.co_freevars
+        own = self._ours_live(old) and self._new_code(new)
+        foreign_wrapper = not own and old.__code__ is new.__code__ and _wraps(old, self._ours_live)
+        if not same_shape or not (own or foreign_wrapper):
+            if not self._ours_live(old) and self._new_code(new):
+                # a decorator from another module was removed: the function it wrapped takes
+                # the new code in place (so a call already inside the wrapper, or held at
+                # the function, runs it) and is what the wrapper now forwards to
+                for inner in _own_inner(old, self._ours_live):
+                    if inner.__name__ == new.__name__ and \
+                            inner.__code__.co_freevars == new.__code__.co_freevars:
+                        self.code(inner, new, _ignore)
+                        break
+            self._replace(old, new, install)
             return
         self.updated_fns[id(old)] = True
         self.rebound[id(new)] = old
-        if old.__code__.co_freevars != new.__code__.co_freevars:
-            self._replace_function(owner, name, old, new)
-            return
         self.mp.plan.add(UpdateFunction(old, new))
-        self.mp.mediated.append(old)
-        self.mp.functions += 1
+        if own:  # a foreign wrapper's code is shared by all its uses; its inner functions are mediated
+            self.mp.mediated.append(old)
+            self.mp.functions += 1
+        generated = own and new.__globals__ is not self.ns  # e.g. a dataclass __init__
         for c_old, c_new in zip(old.__closure__ or (), new.__closure__ or ()):
             try:
                 v_old, v_new = c_old.cell_contents, c_new.cell_contents
             except ValueError:
                 continue
-            if _is_function(v_old) and _is_function(v_new) and self._ours_new(v_new) and v_old is not v_new:
-                self.function(None, v_old.__name__, v_old, v_new)
+            if _is_function(v_old) and _is_function(v_new) and v_old is not v_new and \
+                    self._owned_live(v_old) and self._owned_new(v_new):
+                self.code(v_old, v_new, functools.partial(self._set_cell, c_old, v_old))
+            elif generated and v_old is not v_new:
+                # a generated function's cells are part of its definition (a field's
+                # default_factory), not state kept since import: they take the new value
+                self._set_cell(c_old, v_old, self.rebind(v_new))
         w_old, w_new = old.__dict__.get("__wrapped__"), new.__dict__.get("__wrapped__")
-        if _is_function(w_old) and _is_function(w_new) and self._ours_new(w_new):
-            self.function(None, w_old.__name__, w_old, w_new)
+        if _is_function(w_old) and _is_function(w_new) and w_old is not w_new and \
+                self._owned_live(w_old) and self._owned_new(w_new):
+            self.code(w_old, w_new, functools.partial(self._set_item, old.__dict__, "__wrapped__", w_old))
 
-    def _replace_function(self, owner: Any, name: str, old: types.FunctionType, new: types.FunctionType) -> None:
-        del self.rebound[id(new)]
+    def _set_cell(self, cell: Any, old: Any, new: Any) -> None:
+        self.mp.plan.add(SetCell(cell, old, new))
+
+    def _set_item(self, container: Any, key: Any, old: Any, new: Any) -> None:
+        self.mp.plan.add(SetItem(container, key, old, new))
+
+    def _replace(self, old: types.FunctionType, new: Any, install: Callable[[Any], None]) -> None:
+        """Install the new function where `old` was; `old` itself forwards to it."""
         replacement = self.rebind(new)
-        self.mp.mediated.append(old)
-        self.mp.functions += 1
-        self.mp.warnings.append(
-            f"{old.__qualname__}: its free variables changed ({old.__code__.co_freevars} -> "
-            f"{new.__code__.co_freevars}), so it was replaced rather than updated in place")
-        if owner is not None:
-            self.mp.plan.add(SetAttr(owner, name, replacement))
-        self._redirect_references(old, replacement, owner)
+        self.replaced[id(old)] = replacement
+        install(replacement)
+        self.forward(old, replacement)
 
-    def _redirect_references(self, old: Any, new: Any, owner: Any) -> None:
-        """Point every dict, list and cell that holds `old` at `new`; report the rest."""
-        skip = {id(vars(owner)) if owner is not None else 0, id(self.ns)}
-        for ref in gc.get_referrers(old):
-            if id(ref) in skip or isinstance(ref, types.FrameType):
-                continue
-            if isinstance(ref, dict):
-                for key, value in list(ref.items()):
-                    if value is old:
-                        self.mp.plan.add(SetItem(ref, key, old, new))
-            elif isinstance(ref, list):
-                for i, value in enumerate(ref):
-                    if value is old:
-                        self.mp.plan.add(SetItem(ref, i, old, new))
-            elif isinstance(ref, types.CellType):
-                self.mp.plan.add(SetCell(ref, old, new))
-            elif isinstance(ref, types.MethodType):
-                self.mp.warnings.append(
-                    f"a bound method of {old.__qualname__} created before the update still runs the old code")
-            elif isinstance(ref, tuple):
-                self.mp.warnings.append(f"a tuple still holds the old {old.__qualname__}; it cannot be redirected")
+    def forward(self, old: Any, replacement: Any) -> None:
+        """Every reference to the old function object runs `replacement` from the swap on."""
+        if not _is_function(old) or not callable(replacement) or old is replacement:
+            return
+        self.replaced[id(old)] = replacement
+        self.mp.plan.add(ForwardFunction(old, replacement, back=id(replacement) not in self.updated_fns))
+        self.mp.mediated.extend(_own_inner(old, self._ours_live))
+        if _is_function(replacement):  # a rollback then waits for its frames too
+            self.mp.mediated.extend(_own_inner(replacement, self._ours_live))
+        self.mp.functions += 1
+        after = getattr(getattr(replacement, "__code__", None), "co_freevars", None)
+        why = f"its free variables changed: {old.__code__.co_freevars} -> {after}" \
+            if after is not None and after != old.__code__.co_freevars else "it is now made another way"
+        self.mp.warnings.append(
+            f"{old.__module__}.{old.__qualname__} was replaced, not updated in place ({why}); existing "
+            f"references to it run the new code, but code comparing the function's identity (`is`, dict "
+            f"keys, sets) sees a different object")
 
     # -- classes ----------------------------------------------------------------
     def check_class(self, old: type, new: type) -> None:
@@ -267,7 +330,8 @@ class Differ:
     def klass(self, old: type, new: type, name: str) -> None:
         self.check_class(old, new)
         self.mp.classes.append(ClassPair(old, new, name))
-        self.mp.mediated.extend(self._functions_of(old))
+        for fn in self._functions_of(old):  # held during the update: own code, and what
+            self.mp.mediated.extend(_own_inner(fn, self._ours_live))  # foreign wrappers call
         names = [n for n in vars(old)] + [n for n in vars(new) if n not in vars(old)]
         for attr in names:
             if attr in _CLASS_SKIP:
@@ -282,8 +346,12 @@ class Differ:
             if old != new:
                 self.mp.plan.add(SetAttr(owner, name, None if new is MISSING else new))
             return
+        if name in _CLASS_TAKE_NEW:
+            if old is not new:
+                self.mp.plan.add(SetAttr(owner, name, new))
+            return
         if new is MISSING:
-            if _is_code(old, self._ours_live):
+            if _is_code(old, self._owned_live):
                 self.mp.plan.add(SetAttr(owner, name, MISSING))
             return
         if old is MISSING:
@@ -293,34 +361,68 @@ class Differ:
 
     def pair(self, owner: Any, name: str, old: Any, new: Any) -> None:
         """Both versions define `name`: update code in place, keep data live."""
-        if _is_function(old) and _is_function(new) and self._ours_live(old) and self._ours_new(new):
-            self.function(owner, name, old, new)
+        if old is new:
+            return
+        if isinstance(old, type) and isinstance(new, type) and self._ours_live(old) and self._ours_new(new):
+            self.klass(old, new, name)
+        elif _is_function(old) and _is_function(new) and self._owned_live(old) and self._owned_new(new):
+            self.code(old, new, lambda r: self.mp.plan.add(SetAttr(owner, name, r)))
         elif type(old) is type(new) and isinstance(old, (staticmethod, classmethod)) and \
-                _is_function(old.__func__) and _is_function(new.__func__) and self._ours_new(new.__func__):
-            if old.__func__.__code__.co_freevars == new.__func__.__code__.co_freevars:
-                self.function(None, name, old.__func__, new.__func__)
-            else:
-                self.mp.mediated.append(old.__func__)
-                self.mp.plan.add(SetAttr(owner, name, self.rebind(new)))
+                self._owned_live(old.__func__) and self._owned_new(new.__func__):
+            wrapper = type(old)
+            self.code(old.__func__, new.__func__,
+                      lambda r: self.mp.plan.add(SetAttr(owner, name, wrapper(r))))
         elif isinstance(old, property) and isinstance(new, property):
             self._property(owner, name, old, new)
-        elif isinstance(old, type) and isinstance(new, type) and self._ours_live(old) and self._ours_new(new):
-            self.klass(old, new, name)
-        elif _is_code(new, self._ours_new) or _is_code(old, self._ours_live):
-            self.mp.plan.add(SetAttr(owner, name, self.rebind(new)))
+        elif self._wrapper_objects(old, new):
+            self._wrapper_object(old, new)
+        elif _is_code(new, self._owned_new) or _is_code(old, self._owned_live):
+            replacement = self.rebind(new)
+            self.mp.plan.add(SetAttr(owner, name, replacement))
+            if self._owned_live(old):  # e.g. `f = other.f` now: old references run that
+                self.forward(old, replacement)
+            elif self._owned_live(_vars_or_empty(old).get("__wrapped__")) and not isinstance(old, type):
+                # a wrapper object (lru_cache, ...) that the new version drops: held elsewhere,
+                # it calls the function it wraps, which forwards
+                self.forward(vars(old)["__wrapped__"], replacement)
+                if callable(getattr(old, "cache_clear", None)):
+                    self.mp.plan.add(ClearCache(old))
+            elif isinstance(old, (staticmethod, classmethod)) and self._owned_live(old.__func__):
+                # e.g. a classmethod that became a staticmethod: the calls differ, no forwarding
+                fn = old.__func__
+                self.mp.warnings.append(
+                    f"{fn.__module__}.{fn.__qualname__} changed from a {type(old).__name__} to "
+                    f"{type(new).__name__}: references taken before the update (a bound "
+                    f"{type(old).__name__}) keep running the old code")
         # else: data present in both versions keeps its live value (it is state)
 
+    def _wrapper_objects(self, old: Any, new: Any) -> bool:
+        """Two wrappers that are not functions (`functools.lru_cache`, ...) around our code."""
+        if _is_function(old) or isinstance(old, type) or type(old) is not type(new):
+            return False
+        w_old, w_new = _vars_or_empty(old).get("__wrapped__"), _vars_or_empty(new).get("__wrapped__")
+        return _is_function(w_old) and _is_function(w_new) and self._owned_live(w_old) and self._owned_new(w_new)
+
+    def _wrapper_object(self, old: Any, new: Any) -> None:
+        """The live wrapper stays and calls the function it always called: that one gets
+        the new code (in place, or forwarding); a cache of old results is emptied."""
+        inner = vars(old)["__wrapped__"]
+        self.code(inner, vars(new)["__wrapped__"], functools.partial(self._set_item, vars(old), "__wrapped__", inner))
+        if callable(getattr(old, "cache_clear", None)):
+            self.mp.plan.add(ClearCache(old))
+
     def _property(self, owner: Any, name: str, old: property, new: property) -> None:
-        parts = []
+        parts: List[Any] = []
         for f_old, f_new in ((old.fget, new.fget), (old.fset, new.fset), (old.fdel, new.fdel)):
-            if _is_function(f_old) and _is_function(f_new) and \
-                    f_old.__code__.co_freevars == f_new.__code__.co_freevars and self._ours_new(f_new):
-                self.function(None, f_old.__name__, f_old, f_new)
-                parts.append(f_old)
+            if self._owned_live(f_old) and self._owned_new(f_new):
+                chosen: List[Any] = [f_old]  # updated in place, unless code() installs a replacement
+                self.code(f_old, f_new, functools.partial(chosen.__setitem__, 0))
+                parts.append(chosen[0])
             else:
-                if _is_function(f_old):
-                    self.mp.mediated.append(f_old)
-                parts.append(self.rebind(f_new) if f_new is not None else None)
+                part = self.rebind(f_new) if f_new is not None else None
+                if self._owned_live(f_old):
+                    self.forward(f_old, part)
+                parts.append(part)
         self.mp.plan.add(SetAttr(owner, name, property(parts[0], parts[1], parts[2], new.__doc__)))
 
     # -- the module -------------------------------------------------------------
@@ -340,16 +442,26 @@ class Differ:
                 if v_old is not v_new:
                     self.mp.plan.add(SetAttr(self.mp.module, name, v_new))
             elif v_new is MISSING:
-                if _is_code(v_old, self._ours_live):
+                if _is_code(v_old, self._owned_live):
                     self.mp.plan.add(SetAttr(self.mp.module, name, MISSING))
             elif v_old is MISSING:
                 self.mp.plan.add(SetAttr(self.mp.module, name, self.rebind(v_new)))
             else:
                 self.pair(self.mp.module, name, v_old, v_new)
+                if not callable(v_new) and not isinstance(v_new, (staticmethod, classmethod, property)):
+                    warning = report.kept_warning(self.mp.name, name, v_old, v_new)
+                    if warning is not None:
+                        self.mp.kept.append(warning)
+                    # data keeps its live value: let the throwaway namespace say so too, so
+                    # that the new literal (a big table, say) is freed now, not at the next
+                    # full GC that breaks the namespace's function <-> globals cycles
+                    self.ns[name] = v_old
         if _is_function(self.ns.get(TRANSFER)):
             self.mp.module_hook = self.rebind(self.ns[TRANSFER])
         if _is_function(self.ns.get(REVERT)):
             self.mp.revert_hook = self.rebind(self.ns[REVERT])
+        if _is_function(self.ns.get(CHECK)):
+            self.mp.check_hook = self.rebind(self.ns[CHECK])
         for cls in self.ns.get("__dynupdate_deferred_factories__", []):
             live_cls = self.class_map.get(id(cls), cls)
             if not factories.is_updatable(live_cls):
@@ -370,6 +482,52 @@ def _is_factory_hook(value: Any) -> bool:
     return bool(getattr(func, "_dynupdate_factory", False))
 
 
+def _ignore(_value: Any) -> None:
+    pass
+
+
+def _own_inner(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> List[types.FunctionType]:
+    """`fn` if it is ours, else the functions of ours a wrapper `fn` calls. A wrapper from
+    another module shares its code with every use of its decorator: holding or waiting on
+    that code would wait on unrelated calls elsewhere."""
+    if ours(fn):
+        return [fn]
+    if not _is_function(fn) or depth <= 0:
+        return []
+    inner = [fn.__dict__.get("__wrapped__")]
+    for cell in fn.__closure__ or ():
+        try:
+            inner.append(cell.cell_contents)
+        except ValueError:
+            continue
+    found: List[types.FunctionType] = []
+    for value in inner:
+        if _is_function(value):
+            found.extend(f for f in _own_inner(value, ours, depth - 1) if f not in found)
+    return found
+
+
+def _wraps(fn: Any, ours: Callable[[Any], bool], depth: int = 4) -> bool:
+    """`fn` wraps a function `ours` accepts, through `__wrapped__` or its closure (stacked
+    decorators too, up to `depth`): a wrapper a decorator made for that function."""
+    if not _is_function(fn) or depth <= 0:
+        return False
+    inner = [fn.__dict__.get("__wrapped__")]
+    for cell in fn.__closure__ or ():
+        try:
+            inner.append(cell.cell_contents)
+        except ValueError:
+            continue
+    return any(_is_function(v) and (ours(v) or _wraps(v, ours, depth - 1)) for v in inner)
+
+
+def _vars_or_empty(obj: Any) -> Dict[str, Any]:
+    try:
+        return vars(obj)
+    except TypeError:
+        return {}
+
+
 def _is_member(value: Any) -> bool:
     return isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType))
 
@@ -383,11 +541,18 @@ def _is_code(value: Any, ours) -> bool:
 
 def plan_module(name: str, source: str, filename: str) -> ModulePlan:
     """Prepare one module of a bundle (compile, run in a throwaway namespace, diff)."""
-    live = sys.modules.get(name)
-    namespace = execute_source(name, source, filename, live)
+    live, run_as = importer.live_module(name)  # `python -m name` and "__main__" update __main__
+    lease = sources.SourceLease(filename, source)  # settled when the request ends (see sources.py)
+    namespace = execute_source(run_as, source, filename, live)
+    if importer.is_main(live):
+        name = importer.adopt_into_main(namespace, run_as)
     mp = ModulePlan(name=name, module=live, namespace=namespace, source=source)
+    lease.keep_with(mp.plan)
+    mp.plan.sources.append(lease)
     if live is None:
         mp.installed_new = True
+        if _is_function(namespace.get(CHECK)):
+            mp.check_hook = namespace[CHECK]
         return mp
     differ = Differ(mp)
     differ.module()

@@ -1,18 +1,30 @@
-"""Thread generations, K42's way of finding a safe point.
+"""Thread and task generations, K42's way of finding a safe point.
 
 A process-wide generation counter is advanced by every update. Each thread
 started after the agent is recorded with the generation current at its
-start, and each `activity()` (a request, a job) with the generation current
-when it began. An update opens a new generation and then only has to wait for
-work of older generations, never for work that started after it.
+start, each asyncio task with the generation current when it was created,
+and each `activity()` (a request, a job) with the generation current when it
+began. An update opens a new generation and then only has to wait for work of
+older generations, never for work that started after it.
+
+Inside asyncio many tasks share one thread, so an activity entered by a task
+is kept in a context variable (each task runs in its own context) and mirrored
+in a weak per-task record the update engine reads from its own thread.
+Task generations cost nothing on task creation: when a generation opens, the
+tasks alive at that moment are stamped with the closing generation, so a task
+without a stamp was created in the current one.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
+import inspect
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import loops
 
 _get_ident = threading.get_ident
 
@@ -26,6 +38,13 @@ _state = _State()
 _activities: Dict[int, List[int]] = {}
 #: Thread object -> generation current when it was started
 _thread_generations: "weakref.WeakKeyDictionary[threading.Thread, int]" = weakref.WeakKeyDictionary()
+#: Task -> generation it was created in (stamped when the next generation opens)
+_task_generations: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+#: Task -> generations of the activities it is inside now (mirror of `_task_activities`)
+_task_records: "weakref.WeakKeyDictionary[Any, Tuple[int, ...]]" = weakref.WeakKeyDictionary()
+#: the activities the running task (or thread context) is inside, innermost last
+_task_activities: "contextvars.ContextVar[Tuple[int, ...]]" = contextvars.ContextVar(
+    "dynupdate_activities", default=())
 _installed = False
 _original_start: Optional[Callable[..., Any]] = None
 
@@ -36,8 +55,35 @@ def current() -> int:
 
 def advance() -> int:
     """Open a new generation; work that starts from now on belongs to it."""
+    closing = _state.generation
+    for task in loops.all_tasks():
+        if task not in _task_generations:
+            try:
+                _task_generations[task] = closing
+            except TypeError:  # a task type without weak references: counted as current
+                pass
     _state.generation += 1
     return _state.generation
+
+
+def task_generation(task: Any) -> int:
+    """Generation a task was created in (unstamped tasks belong to the current one)."""
+    return _task_generations.get(task, _state.generation)
+
+
+def task_activity_generation(task: Any) -> Optional[int]:
+    """Oldest generation of the activities `task` is inside, or None."""
+    record = _task_records.get(task)
+    return min(record) if record else None
+
+
+def current_activity_generation() -> Optional[int]:
+    """Oldest activity generation of the calling work: its task's, else its thread's."""
+    acts = _task_activities.get()
+    if acts:
+        return min(acts)
+    stack = _activities.get(_get_ident())
+    return min(stack) if stack else None
 
 
 def _recording_start(self: threading.Thread, *args: Any, **kwargs: Any) -> Any:
@@ -69,6 +115,12 @@ class activity:
         self.name = name
 
     def __enter__(self) -> "activity":
+        task = loops.current_task()
+        if task is not None:  # one record per task: tasks sharing a loop thread never mix
+            acts = _task_activities.get() + (_state.generation,)
+            _task_activities.set(acts)
+            _mirror(task, acts)
+            return self
         stack = _activities.get(_get_ident())
         if stack is None:
             stack = _activities[_get_ident()] = []
@@ -76,17 +128,42 @@ class activity:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        task = loops.current_task()
+        if task is not None:
+            acts = _task_activities.get()[:-1]
+            _task_activities.set(acts)
+            _mirror(task, acts)
+            return
         stack = _activities.get(_get_ident())
         if stack:
             stack.pop()
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def coroutine_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self:  # spans the whole coroutine, every await included
+                    return await func(*args, **kwargs)
+
+            return coroutine_wrapper
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self:
                 return func(*args, **kwargs)
 
         return wrapper
+
+
+def _mirror(task: Any, acts: Tuple[int, ...]) -> None:
+    """Keep the engine's cross-thread view of a task's activities."""
+    try:
+        if acts:
+            _task_records[task] = acts
+        else:
+            _task_records.pop(task, None)
+    except TypeError:
+        pass
 
 
 def activity_generations() -> Dict[int, List[int]]:
@@ -125,6 +202,19 @@ def snapshot(exclude_prefix: str = "dynupdate-agent") -> List[Dict[str, Any]]:
             "activity_generation": min(stack) if stack else None,
         })
     return rows
+
+
+def task_summary() -> List[Dict[str, Any]]:
+    """Per generation: live tasks and the tasks inside an activity begun in it (for `status`)."""
+    rows: Dict[int, Dict[str, Any]] = {}
+    for task in loops.all_tasks():
+        gen = task_generation(task)
+        row = rows.setdefault(gen, {"generation": gen, "tasks": 0, "activities": 0})
+        row["tasks"] += 1
+        act = task_activity_generation(task)
+        if act is not None:
+            rows.setdefault(act, {"generation": act, "tasks": 0, "activities": 0})["activities"] += 1
+    return [rows[g] for g in sorted(rows)]
 
 
 def reset_after_fork() -> None:

@@ -89,17 +89,25 @@ def _collector_paused(pause: bool) -> Iterator[None]:
     heap: a collection of the young generation in the middle of the scan walks all of it (17 ms
     at 10^5 instances, 52 ms at 10^6, measured), a pause for every thread. Collection resumes
     when the scan ends (the list is gone by then); if the application turned the collector
-    off or on meanwhile, its choice stands.
+    off or on meanwhile, its choice stands. A transfer abandoned by the hook watchdog never
+    reaches this `finally`: `scope()` (the end of the request) turns collection back on then.
     """
     if not pause or not gc.isenabled():
         yield
         return
+    token = object()
+    _paused.append(token)
     gc.disable()
     try:
         yield
     finally:
-        if not gc.isenabled():
-            gc.enable()
+        if token in _paused:
+            _paused.remove(token)
+            if not gc.isenabled():
+                gc.enable()
+
+
+_paused: List[object] = []  #: pauses of automatic collection in effect (normally none or one)
 
 
 def _scan(owners: Dict[type, List[type]], sink: Callable[[type, Any], None], incremental: bool) -> None:
@@ -390,13 +398,18 @@ _open: List[Census] = []
 
 @contextlib.contextmanager
 def scope() -> Iterator[None]:
-    """Every census opened inside is closed on the way out, whatever happened."""
+    """Every census opened inside is closed on the way out, whatever happened, and automatic
+    collection is on again if a transfer paused it and never came back."""
     before = len(_open)
     try:
         yield
     finally:
         for census in list(_open[before:]):
             census.close()
+        if _paused:  # a pause whose owner was abandoned (a hung hook on a worker thread)
+            _paused.clear()
+            if not gc.isenabled():
+                gc.enable()
 
 
 _slot_cache: "Dict[type, Tuple[str, ...]]" = {}
@@ -468,17 +481,54 @@ def _dict_reader(cls: type) -> Optional[Callable[[Any], Dict[str, Any]]]:
     return None
 
 
+class _SavedPairs:
+    """(instance, saved state) pairs in transfer order, read from two parallel lists.
+
+    The transaction reads it like a list of pairs (len, [-1], reversed, clear); the
+    pairs are only built when read, so the loop allocates no tuple per instance.
+    """
+
+    __slots__ = ("objs", "states")
+
+    def __init__(self) -> None:
+        self.objs: List[Any] = []  # may run ahead of states: a chunk is added before its hooks run
+        self.states: List[Dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __bool__(self) -> bool:
+        return bool(self.states)
+
+    def __getitem__(self, index: int) -> Tuple[Any, Dict[str, Any]]:
+        n = len(self.states)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(index)
+        return self.objs[index], self.states[index]
+
+    def __iter__(self) -> Iterator[Tuple[Any, Dict[str, Any]]]:
+        return iter(list(zip(self.objs, self.states)))
+
+    def __reversed__(self) -> Iterator[Tuple[Any, Dict[str, Any]]]:
+        return reversed(list(zip(self.objs, self.states)))
+
+    def clear(self) -> None:
+        self.objs.clear()
+        self.states.clear()
+
+
 class EagerTransfer:
     """Run a transfer hook on every instance, remembering how to undo it.
 
-    `saved` holds one state per instance done, in order; the instances are kept
-    in a parallel list: no (object, state) tuple per instance, which measured
-    as a third of the loop's cost (every tuple is a GC-tracked allocation).
+    `saved` holds (instance, state before) per instance done, in order, kept as two
+    parallel lists: a tuple per instance measured as a third of the loop's cost
+    (every tuple is a GC-tracked allocation).
     """
 
     def __init__(self) -> None:
-        self.saved: List[Dict[str, Any]] = []
-        self._objs: List[Any] = []
+        self.saved = _SavedPairs()
 
     def run(self, objs: List[Any], hook_of: Callable[[type], Callable[..., Any]],
             progress: Callable[[int, int], None], every: int = 5000) -> int:
@@ -494,10 +544,11 @@ class EagerTransfer:
              progress: Callable[[int, int], None], every: int) -> int:
         total = len(objs)
         per_type: Dict[type, Tuple[Callable[..., Any], Any]] = {}
-        save = self.saved.append
+        save = self.saved.states.append
+        del self.saved.objs[len(self.saved.states):]  # an earlier run that stopped inside a chunk
         for start in range(0, total, every):
             chunk = objs[start:start + every]
-            self._objs.extend(chunk)
+            self.saved.objs.extend(chunk)
             for obj in chunk:
                 cls = type(obj)
                 known = per_type.get(cls)
@@ -518,8 +569,6 @@ class EagerTransfer:
         return total
 
     def undo(self) -> None:
-        done = list(zip(self._objs, self.saved))
-        for obj, state in reversed(done):
+        for obj, state in reversed(self.saved):
             restore_state(obj, state)
         self.saved.clear()
-        self._objs.clear()

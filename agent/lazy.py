@@ -17,7 +17,7 @@ import threading
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import factories, instances, typeslots
+from . import factories, instances, loops, typeslots
 from .plan import MISSING
 
 HOOK = "__dynupdate_transfer__"
@@ -85,8 +85,8 @@ class LazyClass:
             if _active.get(self.cls) is not self:
                 return  # detached by a rollback while this thread waited: nothing to transfer
             self._transfer(obj)
-        if self.remaining <= 0:
-            maybe_close(self)
+        if self.remaining <= 0:  # the exact check may scan the heap: never on an event-loop thread
+            loops.off_loop(maybe_close, self)
 
     def _transfer(self, obj: Any) -> None:
         state = instances.state_of(obj)

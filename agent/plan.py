@@ -10,6 +10,8 @@ from __future__ import annotations
 import types
 from typing import Any, Dict, List, Optional
 
+from .forward import FORWARD, forwarder_code
+
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 _FN_FIELDS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__", "__name__",
@@ -87,6 +89,99 @@ class UpdateFunction(Op):
         return f"update {self.fn.__qualname__}"
 
 
+class ForwardFunction(Op):
+    """Make a replaced function object run its replacement (see forward.py).
+
+    The old object stays where references hold it (bound methods, tuples,
+    callbacks, `__wrapped__`, calls parked by the mediator); its code becomes
+    a forwarder of the same closure shape, so each of them runs the new code.
+    """
+
+    def __init__(self, fn: types.FunctionType, target: Any, *, back: bool = True) -> None:
+        self.fn = fn
+        self.target = target
+        #: on rollback, make `target` forward back to `fn`; False when `target` is a live
+        #: function updated in place by the same plan (its own undo restores it)
+        self.back = back
+        self.before = fn.__code__  # taken at prepare, before the mediator interposes
+        self.before_target = fn.__dict__.get(FORWARD, MISSING)
+        self.forwarder = forwarder_code(fn)
+        #: the replacement's own code, also taken before any mediator: a rollback
+        #: (after later updates were rolled back, LIFO) finds it running this again
+        self.target_code: Optional[types.CodeType] = getattr(target, "__code__", None) \
+            if isinstance(target, types.FunctionType) else None
+
+    def apply(self) -> None:
+        _forward(self.fn, self.target, self.forwarder)
+
+    def undo(self) -> None:
+        _unforward(self.fn, self.before, self.before_target)
+
+    def inverse(self) -> Op:
+        """Rolled back: the old function runs its own code again, and the replacement,
+        wherever it is still referenced (a bound method taken since, a held call),
+        forwards back to it."""
+        if self.back and isinstance(self.target, types.FunctionType):
+            return _ForwardBack(self)
+        return super().inverse()
+
+    def __repr__(self) -> str:
+        return f"forward {self.fn.__qualname__} to its replacement"
+
+
+class _ForwardBack(Op):
+    def __init__(self, op: ForwardFunction) -> None:
+        self.op = op
+        target = op.target
+        self.target_code = target.__code__ if op.target_code is None else op.target_code
+        self.target_before = target.__dict__.get(FORWARD, MISSING)
+        self.forwarder = forwarder_code(target)
+
+    def apply(self) -> None:
+        self.op.undo()
+        _forward(self.op.target, self.op.fn, self.forwarder)
+
+    def undo(self) -> None:
+        _unforward(self.op.target, self.target_code, self.target_before)
+        self.op.apply()
+
+    def inverse(self) -> Op:
+        return self.op
+
+    def __repr__(self) -> str:
+        return f"forward the replacement of {self.op.fn.__qualname__} back to it"
+
+
+def _forward(fn: types.FunctionType, target: Any, forwarder: types.CodeType) -> None:
+    fn.__dict__[FORWARD] = target
+    fn.__code__ = forwarder
+
+
+def _unforward(fn: types.FunctionType, code: types.CodeType, target: Any) -> None:
+    fn.__code__ = code
+    if target is MISSING:
+        fn.__dict__.pop(FORWARD, None)
+    else:
+        fn.__dict__[FORWARD] = target
+
+
+class ClearCache(Op):
+    """Empty a memoizing wrapper's cache (`functools.lru_cache`): its results came from
+    other code. Undo empties it again, for the same reason."""
+
+    def __init__(self, wrapper: Any) -> None:
+        self.wrapper = wrapper
+
+    def apply(self) -> None:
+        self.wrapper.cache_clear()
+
+    def undo(self) -> None:
+        self.wrapper.cache_clear()
+
+    def __repr__(self) -> str:
+        return f"clear the cache of {getattr(self.wrapper, '__qualname__', self.wrapper)!r}"
+
+
 class SetAttr(Op):
     """Set (or, with MISSING, delete) an attribute of a module or class."""
 
@@ -141,6 +236,9 @@ class SetItem(Op):
                 pass
             self.applied = False
 
+    def __repr__(self) -> str:
+        return f"redirect a reference to {getattr(self.old, '__qualname__', type(self.old).__name__)}"
+
 
 class SetCell(Op):
     """Redirect a closure cell (e.g. a decorator's reference) to a replacement."""
@@ -156,6 +254,30 @@ class SetCell(Op):
         if self.cell.cell_contents is self.new:
             self.cell.cell_contents = self.old
 
+    def __repr__(self) -> str:
+        return f"set a closure cell holding {getattr(self.old, '__qualname__', type(self.old).__name__)}"
+
+
+class HideSources(Op):
+    """Part of a rollback: the rolled-back update's sources leave linecache (sources.py)."""
+
+    def __init__(self, leases: List[Any]) -> None:
+        self.leases = leases
+
+    def apply(self) -> None:
+        for lease in self.leases:
+            lease.suspend()
+
+    def undo(self) -> None:
+        for lease in self.leases:
+            lease.resume()
+
+    def inverse(self) -> Op:  # pragma: no cover - a rollback's plan is never inverted again
+        return _Inverse(self)
+
+    def __repr__(self) -> str:
+        return f"take {', '.join(lease.filename for lease in self.leases)} out of linecache"
+
 
 class Plan:
     """An ordered list of operations applied all-or-nothing."""
@@ -163,6 +285,8 @@ class Plan:
     def __init__(self) -> None:
         self.ops: List[Op] = []
         self._applied = 0
+        #: sources.SourceLease objects of the bundle files this plan's code came from
+        self.sources: List[Any] = []
 
     def add(self, op: Op) -> None:
         self.ops.append(op)
@@ -189,4 +313,6 @@ class Plan:
     def inverse(self) -> "Plan":
         inv = Plan()
         inv.ops = [op.inverse() for op in reversed(self.ops) if op.code]
+        if self.sources:
+            inv.ops.append(HideSources(self.sources))
         return inv

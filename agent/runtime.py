@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
-from . import generations, paths, wire
+from . import forking, generations, paths, wire
 from .server import Peer, Server
 
 log = logging.getLogger("dynupdate.agent")
@@ -38,14 +38,12 @@ def _read_key(key_file: Optional[str]) -> Optional[bytes]:
     key_file = key_file or os.environ.get("DYNUPDATE_KEY_FILE")
     if not key_file:
         return None
+    from . import signing
+
     try:
-        with open(key_file, "rb") as fh:
-            key = fh.read().strip()
-    except OSError as exc:
-        raise AgentStartError(f"cannot read the signing key file {key_file!r}: {exc.strerror}") from None
-    if not key:
-        raise AgentStartError(f"the signing key file {key_file!r} is empty")
-    return key
+        return signing.read_key(key_file)
+    except signing.KeyFileError as exc:
+        raise AgentStartError(str(exc)) from None
 
 
 def start(key_file: Optional[str] = None) -> str:
@@ -94,9 +92,28 @@ def stop() -> None:
             _agent = None
 
 
+#: set by the agent around a fork of its own (a rehearsal): that child must not start an agent
+_forking_copy = False
+
+
+def fork_copy() -> int:
+    """Fork a throwaway copy of this process (for a rehearsal): the child gets no agent, no socket."""
+    global _forking_copy
+    _forking_copy = True
+    try:
+        return os.fork()
+    finally:
+        _forking_copy = False
+
+
 def _after_fork_in_child() -> None:
-    """A forked child gets its own agent under its own pid; the parent's is untouched."""
+    """A forked child gets its own agent under its own pid; the parent's is untouched.
+
+    First the parent's update in progress, if any, is cleared from the child
+    (forking.py): the child's agent starts free, on one whole version.
+    """
     global _agent, _lock
+    forking._after_fork_in_child()
     _lock = threading.RLock()
     old = _agent
     _agent = None
@@ -104,6 +121,8 @@ def _after_fork_in_child() -> None:
     if old is None:
         return
     old.server.abandon()
+    if _forking_copy:
+        return
     try:
         start()
     except Exception:
@@ -116,7 +135,8 @@ def _install_process_hooks() -> None:
         return
     atexit.register(stop)
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=forking._before_fork, after_in_parent=forking._after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
     _fork_hook_installed = True
 
 
@@ -146,10 +166,18 @@ def dispatch(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
         from .status import status
 
         return status(hello())
+    if kind == "probe":
+        from . import probes
+
+        try:
+            wire.check_request(request)
+            return probes.handle(request, signing_key())
+        except (probes.ProbeError, wire.RequestError) as exc:
+            return wire.error_reply(exc.kind, exc.message)
     from . import updater
 
     if kind == "apply":
-        return updater.handle_apply(request, peer)
+        return updater.handle_apply(request, peer, signing_key())
     if kind == "rollback":
-        return updater.handle_rollback(request, peer)
+        return updater.handle_rollback(request, peer, signing_key())
     return wire.error_reply("ProtocolError", f"unknown request type {kind!r}")

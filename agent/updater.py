@@ -8,37 +8,30 @@ rollback: the same steps with the recorded inverse operations and the
           rolled-back version's revert hooks.
 Any failure before the version is recorded undoes everything already done and
 releases held calls onto the old code: the process stays on its previous version.
+The guarantees (undo log, deadlines, the mediator's lifetime) live in
+transaction.py; user code (module bodies, hooks) runs under its deadline there.
 """
 from __future__ import annotations
 
 import functools
+import os
 import threading
-import time
-import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import diff, factories, generations, history, instances, lazy, runtime, signing, wire
-from .importer import BundleFinder, InstallFinder
+from . import (callers, diff, factories, forking, generations, history, instances, interposers, lazy, probes,
+               refusals, rehearsal, report, signing, sources, transaction, veto, watchdog, wire)
+from .importer import BundleFinder, InstallFinder, prepare_restore
 from .mediator import Mediator
-from .plan import Op, Plan, UpdateFunction
+from .plan import Plan, UpdateFunction
 from .safepoint import SafePoint
 from .server import Peer
+from .transaction import Transaction, UpdateError
+from .transaction import fail as _fail
+
+__all__ = ["handle_apply", "handle_rollback", "Transaction", "UpdateError"]
 
 _busy = threading.Lock()
-
-
-class UpdateError(Exception):
-    """A failure reported to the client as error type `kind`; nothing was changed."""
-
-    def __init__(self, kind: str, message: str, tb: str = "") -> None:
-        super().__init__(message)
-        self.kind, self.message, self.tb = kind, message, tb
-
-
-def _fail(kind: str, message: str, exc: Optional[BaseException] = None) -> UpdateError:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if exc else ""
-    return UpdateError(kind, message, tb)
 
 
 # --- request validation -------------------------------------------------------
@@ -60,112 +53,25 @@ def _timeout(request: Dict[str, Any]) -> float:
     return value
 
 
-def _validate_bundle(bundle: Any) -> Dict[str, Any]:
-    _check_type(bundle, dict, "bundle")
-    for key in ("name", "version", "manifest"):
-        _check_type(bundle.get(key), str, f"bundle.{key}")
-    _check_type(bundle.get("requires"), str, "bundle.requires", optional=True)
-    _check_type(bundle.get("lazy", False), bool, "bundle.lazy")
-    modules = _check_type(bundle.get("modules"), list, "bundle.modules")
-    if not modules:
-        raise UpdateError("BadRequest", "bundle.modules is empty")
-    names = [m.get("name") if isinstance(m, dict) else None for m in modules]
-    if len(set(map(repr, names))) != len(names):
-        raise UpdateError("BadRequest", "bundle.modules names a module twice")
-    for i, mod in enumerate(modules):
-        _check_type(mod, dict, f"bundle.modules[{i}]")
-        for key in ("name", "source", "sha256"):
-            _check_type(mod.get(key), str, f"bundle.modules[{i}].{key}")
-        _check_type(mod.get("file", ""), str, f"bundle.modules[{i}].file")
-        actual = signing.digest(mod["source"].encode("utf-8"))
-        if actual != mod["sha256"]:
-            raise UpdateError("DigestMismatch", f"module {mod['name']!r}: sha256 of the received source is "
-                              f"{actual[:16]}…, the bundle says {mod['sha256'][:16]}…; the bundle was altered "
-                              f"in transit or on disk. Nothing was changed.")
-    key = runtime.signing_key()
-    if key is not None:
-        digests = {m["name"]: m["sha256"] for m in modules}
-        if bundle.get("signature") is None:
-            raise UpdateError("SignatureError", "this process only accepts signed bundles; "
-                              "sign with `dynupdate apply --key-file KEY`")
-        if not signing.verify(key, bundle["manifest"], digests, bundle.get("signature"),
-                              fields=signing.bundle_fields(bundle)):
-            raise UpdateError("SignatureError", "the bundle's signature does not match this process's key")
-    return bundle
+def _hook_timeout(request: Dict[str, Any]) -> float:
+    value = request.get("hook_timeout")
+    if value is None:
+        return transaction.DEFAULT_HOOK_TIMEOUT
+    value = float(_check_type(value, (int, float), "hook_timeout"))
+    if not (0.01 <= value <= 86400):
+        raise UpdateError("BadRequest", f"hook_timeout must be between 0.01 and 86400 seconds, got {value!r}")
+    return value
 
 
-# --- the transaction shared by apply and rollback ------------------------------
-
-class Transaction:
-    """Everything one update changes, so that it can be undone as a whole."""
-
-    def __init__(self, peer: Peer, phases: Dict[str, float]) -> None:
-        self.peer = peer
-        self.phases = phases
-        self.plans: List[Plan] = []
-        self.extra_ops: List[Op] = []
-        self.transfers = instances.EagerTransfer()
-        self.snapshots: List[Tuple[Any, Dict[str, Any]]] = []
-        self.lazy_started: List[lazy.LazyClass] = []
-        self.lazy_detached: List[lazy.LazyClass] = []
-        self._phase_start = time.monotonic()
-        self._phase = "prepare"
-
-    def phase(self, name: str, message: str = "") -> None:
-        now = time.monotonic()
-        self.phases[self._phase] = self.phases.get(self._phase, 0.0) + (now - self._phase_start)
-        self.send(wire.progress(name, message=message or name, done_phase=self._phase))
-        self._phase, self._phase_start = name, now
-
-    def finish_phase(self) -> None:
-        now = time.monotonic()
-        self.phases[self._phase] = self.phases.get(self._phase, 0.0) + (now - self._phase_start)
-        self._phase_start = now
-
-    def send(self, event: Dict[str, Any]) -> None:
-        try:
-            self.peer.send(event)
-        except OSError:
-            pass  # checked explicitly with alive() at the points that matter
-
-    def require_client(self, where: str) -> None:
-        if not self.peer.alive():
-            raise UpdateError("ClientDisconnected", f"the client disconnected during {where}; "
-                              f"the update was abandoned and nothing was changed")
-
-    def snapshot(self, obj: Any) -> None:
-        """Remember a module's or class's namespace to undo what hooks do to it."""
-        self.snapshots.append((obj, dict(vars(obj))))
-
-    def undo(self) -> None:
-        """Reverse everything, newest first. Never raises: it is the last line of defence."""
-        steps: List[Callable[[], None]] = [self.transfers.undo]
-        steps += [lz.uninstall for lz in reversed(self.lazy_started)]
-        steps += [lz.install for lz in reversed(self.lazy_detached)]
-        steps += [op.undo for op in reversed(self.extra_ops)]
-        steps += [plan.undo for plan in reversed(self.plans)]
-        steps += [lambda o=o, s=s: _restore_namespace(o, s) for o, s in reversed(self.snapshots)]
-        for step in steps:
-            try:
-                step()
-            except Exception:
-                runtime.log.exception("dynupdate agent: an undo step failed")
+def _validate_bundle(request: Dict[str, Any], signing_key: Optional[bytes]) -> Dict[str, Any]:
+    """The request's bundle, checked against the one schema (agent/wire.py) and this process's key."""
+    try:
+        return signing.checked_bundle(request, signing_key)
+    except wire.RequestError as exc:
+        raise UpdateError(exc.kind, exc.message) from None
 
 
-def _restore_namespace(obj: Any, saved: Dict[str, Any]) -> None:
-    current = vars(obj)
-    if isinstance(obj, types.ModuleType):
-        current.clear()
-        current.update(saved)
-        return
-    for name in [n for n in current if n not in saved and n not in ("__dict__", "__weakref__")]:
-        delattr(obj, name)
-    for name, value in saved.items():
-        if name in ("__dict__", "__weakref__"):
-            continue
-        if current.get(name, diff.MISSING) is not value:
-            setattr(obj, name, value)
-
+# --- the safe point ----------------------------------------------------------------
 
 def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], module_dicts: List[dict],
                          timeout: float) -> Mediator:
@@ -173,8 +79,10 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
     generation = generations.advance()
     codes = {fn.__code__ for fn in mediated}
     point = SafePoint(codes, module_dicts, generation)
-    mediator = Mediator(point.in_flight)
+    mediator = Mediator(point.in_flight, on_release=point.resume_loops, confirm=point.check_loops,
+                        deadline=tx.mediator_deadline(timeout))
     mediator.install(mediated)
+    forking.track(mediator)  # a fork from now on must not take the mediator along
     tx.phase("safepoint", "waiting for a safe point")
 
     def tick(blocking: Dict[str, List[str]], elapsed: float) -> None:
@@ -187,8 +95,9 @@ def _wait_for_safe_point(tx: Transaction, mediated: List[types.FunctionType], mo
         if blocking is not None:
             names = "; ".join(f"{t}: {', '.join(r[:2])}" for t, r in list(blocking.items())[:5])
             raise UpdateError("SafePointTimeout", f"no safe point within {timeout:g}s; still running the old code: "
-                              f"{names}. The update was abandoned; held calls continued on the old code.")
+                              f"{names}. The {tx.action} was abandoned; held calls continued on the old code.")
         tx.require_client("the safe-point wait")
+        forking.enter_critical(tx)  # forks wait for the swap/transfer until forking.leave()
     except BaseException:
         mediator.release()
         raise
@@ -230,8 +139,9 @@ def _hook_clone(fn: Any, mediator: Mediator) -> Optional[types.FunctionType]:
 class _Undo:
     """What history keeps to roll an update back."""
 
-    def __init__(self, modules: List[diff.ModulePlan], finder: Optional[BundleFinder]) -> None:
-        self.plans = [mp.plan for mp in modules]
+    def __init__(self, modules: List[diff.ModulePlan], finder: Optional[BundleFinder],
+                 extra_plans: Optional[List[Plan]] = None) -> None:
+        self.plans = [mp.plan for mp in modules] + list(extra_plans or [])
         self.classes = [pair.live for mp in modules for pair in mp.classes]
         self.modules = [mp.module for mp in modules if mp.module is not None]
         self.mediated = [fn for mp in modules for fn in mp.mediated]
@@ -240,61 +150,119 @@ class _Undo:
         self.finder = finder
 
 
-def _apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
-    bundle = _validate_bundle(request.get("bundle"))
+def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> Dict[str, Any]:
+    bundle = _validate_bundle(request, key)
     timeout = _timeout(request)
+    hook_timeout = _hook_timeout(request)
+    allow_stdlib = bool(_check_type(request.get("allow_stdlib", False), bool, "allow_stdlib"))
+    refused = refusals.first_refusal([m["name"] for m in bundle["modules"]], allow_stdlib)
+    if refused is not None:
+        raise UpdateError("RefusedModule", refused)
     lazy_flag = _check_type(request.get("lazy"), bool, "lazy", optional=True)
     dry_run = bool(_check_type(request.get("dry_run", False), bool, "dry_run"))
     previous = history.current_version()
     phases: Dict[str, float] = {}
-    tx = Transaction(peer, phases)
-    result = {"pid": runtime.os.getpid(), "previous_version": previous, "version": previous, "phases": phases}
+    tx = Transaction(peer, phases, action="apply", label=bundle["name"], previous=previous,
+                     hook_timeout=hook_timeout)
+    result: Dict[str, Any] = {"pid": os.getpid(), "previous_version": previous, "version": previous,
+                              "phases": phases}
     if bundle.get("requires") is not None and bundle["requires"] != previous:
         raise UpdateError("RequirementNotMet", f"bundle {bundle['name']!r} requires version {bundle['requires']!r}, "
                           f"but the process runs {previous!r}; nothing was changed")
-    tx.send(wire.progress("prepare", message=f"preparing {len(bundle['modules'])} module(s)"))
-    pending = 0 if dry_run else lazy.finalize_all()
-    modules = [_prepare_module(bundle, mod) for mod in bundle["modules"]]
-    warnings = [w for mp in modules for w in mp.warnings]
-    if pending:
-        warnings.append(f"completed {pending} pending lazy transfer(s) of the previous update first")
-    census, transfers = _plan_transfers(modules, bundle, lazy_flag)
-    updated = {
-        "functions": sum(mp.functions for mp in modules),
-        "classes": sum(len(mp.classes) for mp in modules),
-        "instances": sum(count for _, _, count, _ in transfers),
-        "modules": [mp.name for mp in modules],
-        "lazy_pending": sum(count for _, _, count, is_lazy in transfers if is_lazy),
-        "new_modules": [mp.name for mp in modules if mp.installed_new],
-    }
-    result.update(updated=updated, warnings=warnings)
-    if dry_run:
+    rehearse = _check_type(request.get("rehearse"), str, "rehearse", optional=True)
+    if rehearse is not None:
+        if rehearse not in ("first", "only"):
+            raise UpdateError("BadRequest", f"rehearse must be 'first' or 'only', got {rehearse!r}")
+        result["rehearsal"] = _rehearse(tx, request, timeout + 2 * hook_timeout)
+        if rehearse == "only":
+            tx.finish_phase()
+            result.update(ok=True, rehearsal_only=True, planned_version=bundle["version"],
+                          updated=result["rehearsal"]["result"].get("updated"), warnings=[])
+            return result
+    with transaction.current(tx):
+        tx.send(wire.progress("prepare", message=f"preparing {len(bundle['modules'])} module(s)"))
+        modules = tx.run_user_code(lambda: _prepare_modules(tx, bundle), "the new module bodies")
+        tx.working_on = ("text", "the bundle's interposers")
+        try:
+            interposed = tx.run_user_code(functools.partial(interposers.prepare, bundle), "the bundle's interposers")
+        except interposers.InterposeError as exc:
+            raise _fail("InterposeError", f"{exc}; nothing was changed", exc.__cause__) from None
+        warnings = [w for mp in modules for w in mp.warnings]
+        pending = _finalize_pending(tx, [pair.live for mp in modules for pair in mp.classes], dry_run)
+        if pending:
+            verb = "will first complete" if dry_run else "completed"
+            warnings.append(f"{verb} {pending} pending lazy transfer(s) of the previous update first")
+        census, transfers = _plan_transfers(modules, bundle, lazy_flag)
+        updated = {
+            "functions": sum(mp.functions for mp in modules),
+            "classes": sum(len(mp.classes) for mp in modules),
+            "instances": sum(count for _, _, count, _ in transfers),
+            "modules": [mp.name for mp in modules],
+            "lazy_pending": sum(count for _, _, count, is_lazy in transfers if is_lazy),
+            "new_modules": [mp.name for mp in modules if mp.installed_new],
+        }
+        result.update(updated=updated, warnings=warnings)
+        report.annotate(result, bundle, modules)  # warnings + plan summary; refuses unfindable modules
+        if dry_run:
+            _check_veto(tx, modules)
+            tx.finish_phase()
+            result.update(ok=True, dry_run=True, planned_version=bundle["version"],
+                          callers_at_risk=callers.at_risk(modules, covered=interposed.targets),
+                          plan=[repr(op) for mp in modules for op in mp.plan.ops][:500])
+            return result
+        mediated = [fn for mp in modules for fn in mp.mediated]
+        module_dicts = [vars(mp.module) for mp in modules if mp.module is not None]
+        mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)
+        with tx.swap_window(mediator):
+            _check_veto(tx, modules)
+            finder = _swap(tx, modules)
+            interposed_plan = _interpose(tx, interposed)
+            mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
+                                         [pair.live for mp in modules for pair in mp.classes]))
+            updated["instances"] = _transfer(tx, modules, transfers, census)
+            tx.ready_to_commit("the state transfer")
+            mediator.confirm()
+            history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
+                                       summary=dict(updated), undo=_Undo(modules, finder, [interposed_plan])))
         tx.finish_phase()
-        result.update(ok=True, dry_run=True, planned_version=bundle["version"],
-                      plan=[repr(op) for mp in modules for op in mp.plan.ops][:500])
-        return result
-    mediated = [fn for mp in modules for fn in mp.mediated]
-    module_dicts = [vars(mp.module) for mp in modules if mp.module is not None]
-    mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)
-    try:
-        finder = _swap(tx, modules)
-        mediator.rearm(_functions_in([mp.module for mp in modules if mp.module is not None] +
-                                     [pair.live for mp in modules for pair in mp.classes]))
-        updated["instances"] = _transfer(tx, modules, transfers, census)
-        tx.require_client("the state transfer")
-        history.push(history.Entry(bundle["name"], bundle["version"], history.now(),
-                                   summary=dict(updated), undo=_Undo(modules, finder)))
-    except BaseException as exc:
-        tx.undo()
-        mediator.release()
-        if isinstance(exc, UpdateError):
-            raise
-        raise _fail(type(exc).__name__, f"{type(exc).__name__}: {exc} (during {tx._phase}); every change was "
-                    f"undone and the process runs {previous!r} as before", exc) from None
-    mediator.release()
-    tx.finish_phase()
     result.update(ok=True, version=bundle["version"])
     return result
+
+
+def _rehearse(tx: Transaction, request: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """Run the whole update on a forked copy first; refuse the real one if the copy failed."""
+    from . import runtime  # the runtime's fork (no agent in the copy); imported here: runtime imports us
+
+    tx.send(wire.progress("rehearsal", message="rehearsing the update on a forked copy of the process"))
+    child_request = {k: v for k, v in request.items() if k != "rehearse"}
+    # the copy gets the safe-point and hook timeouts plus room for its transfers, then it is killed
+    outcome = rehearsal.rehearse(child_request, timeout + 30.0, _apply, rehearsal.describe_error, runtime.fork_copy)
+    tx.send(wire.progress("rehearsal", message="rehearsal done", done_phase="rehearsal"))
+    if not outcome.get("ok"):
+        error = outcome.get("error") or {}
+        raise UpdateError("RehearsalFailed", f"the rehearsal on a forked copy failed, so the process itself was "
+                          f"not touched: {error.get('type')}: {error.get('message')}", error.get("traceback", ""))
+    result = outcome.get("result") or {}
+    return {"ok": True, "seconds": outcome.get("seconds"), "phases": result.get("phases"),
+            "result": {"updated": result.get("updated"), "warnings": result.get("warnings")}}
+
+
+def _check_veto(tx: Transaction, modules: List[diff.ModulePlan]) -> None:
+    """Run the bundle's `__dynupdate_check__` hooks (old code still live); a veto changes nothing."""
+    tx.working_on = ("text", "the bundle's __dynupdate_check__ hooks")
+    try:
+        tx.run_user_code(functools.partial(veto.check, modules), "the bundle's __dynupdate_check__ hooks")
+    except veto.Vetoed as exc:
+        raise UpdateError("Vetoed", f"{exc}; nothing was changed", exc.tb) from None
+
+
+def _prepare_modules(tx: Transaction, bundle: Dict[str, Any]) -> List[diff.ModulePlan]:
+    """Runs on a hook worker: the new module bodies are the target's own code."""
+    out: List[diff.ModulePlan] = []
+    for mod in bundle["modules"]:
+        tx.working_on = ("text", f"the new body of module {mod['name']!r}")
+        out.append(_prepare_module(bundle, mod))
+    return out
 
 
 def _prepare_module(bundle: Dict[str, Any], mod: Dict[str, Any]) -> diff.ModulePlan:
@@ -305,9 +273,57 @@ def _prepare_module(bundle: Dict[str, Any], mod: Dict[str, Any]) -> diff.ModuleP
         raise UpdateError("UnsupportedChange", f"module {mod['name']!r}: {exc}; nothing was changed") from None
     except SyntaxError as exc:
         raise _fail("CompileError", f"module {mod['name']!r} does not compile: {exc}", exc) from None
+    except watchdog.Abandoned:
+        raise
     except BaseException as exc:
         raise _fail("ModuleExecError", f"module {mod['name']!r} raised while executing its new source: "
                     f"{type(exc).__name__}: {exc}; nothing was changed", exc) from None
+
+
+def _finalize_pending(tx: Transaction, touched: List[type], dry_run: bool) -> int:
+    """Complete the previous update's pending lazy transfers of the classes this bundle touches.
+
+    Only those: pending instances of other classes do not concern this update
+    and keep waiting for their first use. A failing transfer is reported as
+    what it is: the transfers completed before it stay done (as their first
+    use would have done), nothing of this update was changed.
+    """
+    related = [lz for lz in lazy.active() if any(issubclass(lz.cls, c) or issubclass(c, lz.cls) for c in touched)]
+    counts = [(lz, len(lz.pending())) for lz in related]
+    if dry_run:
+        for lz, count in counts:
+            if count and lz.failures:
+                raise UpdateError("PendingTransferFailed", f"apply would first complete {count} pending lazy "
+                                  f"transfer(s) of {_name(lz.cls)} left by the previous update, and the last one "
+                                  f"tried failed ({lz.last_error}); it would fail unless that hook now succeeds. "
+                                  f"Nothing was changed")
+        return sum(count for _, count in counts)
+    done = 0
+
+    def work() -> None:
+        nonlocal done
+        for lz in related:
+            objs = lz.pending()
+            for i, obj in enumerate(objs):
+                tx.working_on = ("text", f"the pending lazy transfer ({diff.TRANSFER}) of {_name(lz.cls)} "
+                                 f"instance {i + 1} of {len(objs)}, left by the previous update")
+                lz.ensure(obj)
+                done += 1
+            lazy.maybe_close(lz)
+
+    try:
+        tx.run_user_code(work, "the pending lazy transfers")
+    except lazy.LazyTransferError as exc:
+        raise _fail("PendingTransferFailed", f"this bundle changes classes whose instances still have lazy "
+                    f"transfers pending from the previous update, and completing them failed after {done} "
+                    f"transfer(s): {exc}. The {done} completed transfer(s) stay done (as their first use would "
+                    f"have done them); nothing of this update was changed. Fix or roll back the previous "
+                    f"update first", exc) from None
+    return done
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any], lazy_flag: Optional[bool]
@@ -352,9 +368,32 @@ def _swap(tx: Transaction, modules: List[diff.ModulePlan]) -> Optional[BundleFin
     return finder
 
 
+def _same_hook(hook: Callable[..., Any], klass: type) -> Callable[..., Any]:
+    return hook
+
+
+def _interpose(tx: Transaction, prepared: interposers.Prepared) -> Plan:
+    """Install the bundle's interposers on the swapped code; undone with the update, removed by its rollback."""
+    plan = Plan()
+    tx.plans.append(plan)
+    try:
+        installed = prepared.install()
+    except interposers.InterposeError as exc:
+        raise UpdateError("InterposeError", str(exc)) from None
+    plan.ops, plan._applied = installed.ops, installed._applied
+    return plan
+
+
+def _no_progress(done: int, total: int) -> None:
+    """Progress and client checks run on the update's thread, by time (Transaction._poll)."""
+
+
 def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
               transfers: List[Tuple[type, List[Any], int, bool]], census: instances.Census) -> int:
-    """Decide the instance sets (the safe point is reached), transfer; returns the instance count."""
+    """Decide the instance sets (the safe point is reached), transfer; returns the instance count.
+
+    The hooks (per instance, then module level) run on a hook worker under the hook deadline.
+    """
     decided = census.decide([cls for cls, _, _, is_lazy in transfers if not is_lazy])
     for cls in {cls: None for mp in modules for cls in mp.new_factories}:
         op = factories.Register(cls, functools.partial(census.known, cls))
@@ -362,49 +401,56 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
         op.apply()
     total = sum(len(decided[cls]) for cls, _, _, is_lazy in transfers if not is_lazy)
     tx.phase("transfer", f"transferring state of {total} instance(s)")
-    done = 0
     counted = total
-    for cls, objs, count, is_lazy in transfers:
-        if is_lazy:
-            if factories.is_updatable(cls):
-                count = factories.count(cls)
-                tx.lazy_started.append(lazy.start(cls, count))
-            else:
-                lz, count = lazy.start_decided(cls, census)
-                tx.lazy_started.append(lz)
-            counted += count
+    for cls, _, count, is_lazy in transfers:
+        if not is_lazy:
             continue
-        objs = decided[cls]
+        if factories.is_updatable(cls):
+            count = factories.count(cls)
+            tx.lazy_started.append(lazy.start(cls, count))
+        else:
+            lz, count = lazy.start_decided(cls, census)
+            tx.lazy_started.append(lz)
+        counted += count
 
-        def progress(n: int, _total: int, base: int = done) -> None:
-            tx.require_client("the state transfer")
-            tx.send(wire.progress("transfer", done=base + n, total=total))
-
-        try:
-            done += tx.transfers.run(objs, lambda klass: getattr(klass, diff.TRANSFER), progress)
-        except UpdateError:
-            raise
-        except BaseException as exc:
-            n = len(tx.transfers.saved)
-            raise _fail("TransferError", f"{cls.__qualname__}.{diff.TRANSFER} raised on instance {n} of "
-                        f"{len(objs)}: {type(exc).__name__}: {exc}; every change was undone", exc) from None
-    for mp in modules:
-        if mp.module_hook is not None:
-            old = next(saved for obj, saved in tx.snapshots if obj is mp.module)
+    def work() -> None:
+        for cls, _, _, is_lazy in transfers:
+            if is_lazy:
+                continue
+            objs = decided[cls]
+            base = len(tx.transfers.saved)
+            tx.working_on = ("instances", cls, len(objs), diff.TRANSFER, base)
             try:
-                mp.module_hook(dict(old))
+                tx.transfers.run(objs, lambda klass: getattr(klass, diff.TRANSFER), _no_progress)
+            except (UpdateError, watchdog.Abandoned):
+                raise
             except BaseException as exc:
-                raise _fail("TransferError", f"module {mp.name!r}: {diff.TRANSFER}(old) raised "
-                            f"{type(exc).__name__}: {exc}; every change was undone", exc) from None
+                n = len(tx.transfers.saved) - base
+                raise _fail("TransferError", f"{cls.__qualname__}.{diff.TRANSFER} raised on instance {n} of "
+                            f"{len(objs)}: {type(exc).__name__}: {exc}", exc) from None
+        for mp in modules:
+            if mp.module_hook is not None:
+                old = next(saved for obj, saved in tx.snapshots if obj is mp.module)
+                tx.working_on = ("module", mp.module, diff.TRANSFER)
+                try:
+                    mp.module_hook(dict(old))
+                except watchdog.Abandoned:
+                    raise
+                except BaseException as exc:
+                    raise _fail("TransferError", f"module {mp.name!r}: {diff.TRANSFER}(old) raised "
+                                f"{type(exc).__name__}: {exc}", exc) from None
+
+    tx.run_user_code(work, "the state transfer")
     tx.send(wire.progress("transfer", done=total, total=total))
     return counted
 
 
 # --- rollback ------------------------------------------------------------------
 
-def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
+def _rollback(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> Dict[str, Any]:
     to = _check_type(request.get("to"), str, "to", optional=True)
     timeout = _timeout(request)
+    hook_timeout = _hook_timeout(request)
     entries = history.entries()
     previous = history.current_version()
     if not entries:
@@ -425,38 +471,38 @@ def _rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
     target_version = history.entries()[len(entries) - len(undo) - 1].version if len(undo) < len(entries) \
         else history.BASE_VERSION
     phases: Dict[str, float] = {}
-    tx = Transaction(peer, phases)
-    result = {"pid": runtime.os.getpid(), "previous_version": previous, "version": previous, "phases": phases}
+    tx = Transaction(peer, phases, action="rollback", label=f"to {target_version}", previous=previous,
+                     hook_timeout=hook_timeout)
+    result = {"pid": os.getpid(), "previous_version": previous, "version": previous, "phases": phases}
     steps = list(reversed(undo))  # newest first
     classes = [cls for e in steps for cls in e.undo.classes]
     mediated = [fn for e in steps for fn in e.undo.mediated]
     module_dicts = [vars(m) for e in steps for m in e.undo.modules]
-    updated = {"functions": sum(isinstance(op, UpdateFunction) for e in steps for p in e.undo.plans for op in p.ops),
-               "classes": len(classes), "instances": 0,
-               "modules": sorted({m.__name__ for e in steps for m in e.undo.modules})}
+    served = prepare_restore([e.undo.finder for e in steps])  # modules imported from a bundle meanwhile
+    mediated += _functions_in(served)
+    module_dicts += [vars(m) for m in served if isinstance(m, types.ModuleType)]
+    functions = sum(isinstance(op, UpdateFunction) for e in steps for p in e.undo.plans for op in p.ops)
+    updated: Dict[str, Any] = {"functions": functions, "classes": len(classes), "instances": 0,
+                               "modules": sorted({m.__name__ for e in steps for m in e.undo.modules})}
     result.update(updated=updated, warnings=[])
-    mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)
-    try:
-        tx.phase("swap", "restoring the previous code")
-        pending_ids = _detach_lazy(tx, classes)
-        for m in {id(m): m for e in steps for m in e.undo.modules}.values():
-            tx.snapshot(m)
-        for cls in {id(c): c for c in classes}.values():
-            tx.snapshot(cls)
-        for i, entry in enumerate(steps):  # lazily pending instances skip only the newest revert
-            updated["instances"] += _undo_entry(tx, entry.undo, pending_ids if i == 0 else set(), mediator)
-        tx.require_client("the rollback")
-        for _ in steps:
-            history.pop()
-    except BaseException as exc:
-        tx.undo()
-        mediator.release()
-        if isinstance(exc, UpdateError):
-            raise
-        raise _fail(type(exc).__name__, f"{type(exc).__name__}: {exc} (during {tx._phase} of the rollback); "
-                    f"every change was undone and the process still runs {previous!r}", exc) from None
-    mediator.release()
-    tx.finish_phase()
+    with transaction.current(tx):
+        mediator = _wait_for_safe_point(tx, mediated, module_dicts, timeout)
+        with tx.swap_window(mediator):
+            tx.phase("swap", "restoring the previous code")
+            pending_ids = _detach_lazy(tx, classes)
+            for m in {id(m): m for e in steps for m in e.undo.modules}.values():
+                tx.snapshot(m)
+            for cls in {id(c): c for c in classes}.values():
+                tx.snapshot(cls)
+            for i, entry in enumerate(steps):  # lazily pending instances skip only the newest revert
+                updated["instances"] += _undo_entry(tx, entry.undo, pending_ids if i == 0 else set(), mediator)
+            tx.ready_to_commit("the rollback")
+            mediator.confirm()
+            for _ in steps:
+                history.pop()
+        for entry in undo:  # rolled back for good: its old code and its sources (linecache) can go now
+            entry.undo = None
+        tx.finish_phase()
     result.update(ok=True, version=target_version)
     return result
 
@@ -493,52 +539,89 @@ def _detach_lazy(tx: Transaction, classes: List[type]) -> set:
 
 
 def _run_reverts(tx: Transaction, reverts: List[Tuple[Any, Any]], pending_ids: set) -> int:
-    count = 0
-    for owner, hook in reverts:
-        if owner == "module":
-            module, fn = hook
+    """Run the rolled-back version's revert hooks on a hook worker, under the hook deadline."""
+
+    def work() -> int:
+        count = 0
+        for owner, hook in reverts:
+            if owner == "module":
+                module, fn = hook
+                tx.working_on = ("module", module, diff.REVERT)
+                try:
+                    fn(dict(vars(module)))
+                except watchdog.Abandoned:
+                    raise
+                except BaseException as exc:
+                    raise _fail("RevertError", f"module {module.__name__!r}: {diff.REVERT}(new) raised "
+                                f"{type(exc).__name__}: {exc}", exc) from None
+                continue
+            objs = [o for o in instances.find([owner])[owner] if id(o) not in pending_ids]
+            base = len(tx.transfers.saved)
+            tx.working_on = ("instances", owner, len(objs), diff.REVERT, base)
             try:
-                fn(dict(vars(module)))
+                count += tx.transfers.run(objs, functools.partial(_same_hook, hook), _no_progress)
+            except (UpdateError, watchdog.Abandoned):
+                raise
             except BaseException as exc:
-                raise _fail("RevertError", f"module {module.__name__!r}: {diff.REVERT}(new) raised "
-                            f"{type(exc).__name__}: {exc}; the rollback was undone", exc) from None
-            continue
-        objs = [o for o in instances.find([owner])[owner] if id(o) not in pending_ids]
-        try:
-            count += tx.transfers.run(objs, lambda klass, h=hook: h, lambda n, t: tx.require_client("the rollback"))
-        except UpdateError:
-            raise
-        except BaseException as exc:
-            raise _fail("RevertError", f"{owner.__qualname__}.{diff.REVERT} raised on instance "
-                        f"{len(tx.transfers.saved)}: {type(exc).__name__}: {exc}; the rollback was undone",
-                        exc) from None
-    return count
+                raise _fail("RevertError", f"{owner.__qualname__}.{diff.REVERT} raised on instance "
+                            f"{len(tx.transfers.saved) - base}: {type(exc).__name__}: {exc}", exc) from None
+        return count
+
+    return int(tx.run_user_code(work, "the revert hooks"))
 
 
 # --- request handlers ------------------------------------------------------------
 
-def _handle(work: Callable[[Dict[str, Any], Peer], Dict[str, Any]], request: Dict[str, Any],
-            peer: Peer) -> Dict[str, Any]:
+Work = Callable[[Dict[str, Any], Peer, Optional[bytes]], Dict[str, Any]]
+
+
+def _refusal() -> Optional[Dict[str, Any]]:
+    """Why a new update cannot start now, naming what holds it up (never a bare "busy")."""
+    current = history.current_version()
+    stuck = watchdog.stuck()
+    if stuck:
+        return wire.error_reply(
+            "HookStuck", f"refused: code of an abandoned update has not returned yet: {stuck[0]}. That update "
+            f"was undone and the process runs {current!r}; new updates are refused until that code returns, "
+            f"so that what it does late can be undone first. If it never returns, restart the process",
+            pid=os.getpid(), version=current, previous_version=current)
+    running = transaction.status()["running"]
+    detail = ""
+    if running:
+        doing = f", running {running['running']}" if running["running"] else ""
+        detail = (f" ({running['action']} {running['bundle']!r}, phase {running['phase']}{doing}, "
+                  f"for {running['seconds']:.1f}s)")
+    return wire.error_reply("Busy", f"busy: another update or rollback is running in this process{detail}; "
+                            f"wait for it to finish and try again", pid=os.getpid(), version=current,
+                            previous_version=current)
+
+
+def _handle(work: Work, request: Dict[str, Any], peer: Peer, key: Optional[bytes]) -> Dict[str, Any]:
+    if watchdog.stuck():
+        return _refusal() or {}
     if not _busy.acquire(blocking=False):
-        return wire.error_reply("Busy", "busy: another update or rollback is running in this process; "
-                                "wait for it to finish and try again",
-                                version=history.current_version(), previous_version=history.current_version())
+        return _refusal() or {}
     try:
-        with instances.scope():  # whatever happens, no census watch outlives the request
-            return work(request, peer)
+        with instances.scope(), probes.detached():  # no census watch outlives the request; probes follow
+            reply = work(request, peer, key)        # their targets to the new code afterwards
+        sources.settle(keep=bool(reply.get("ok")) and not reply.get("dry_run"))
+        return reply
     except Exception as exc:
+        sources.settle(keep=False)  # a failed update's sources leave linecache with it
         if not isinstance(exc, UpdateError):
             exc = _fail(type(exc).__name__, f"{type(exc).__name__}: {exc}; nothing was changed", exc)
         current = history.current_version()
-        return wire.error_reply(exc.kind, exc.message, exc.tb, pid=runtime.os.getpid(), version=current,
+        return wire.error_reply(exc.kind, exc.message, exc.tb, pid=os.getpid(), version=current,
                                 previous_version=current)
     finally:
+        forking.leave()
         _busy.release()
 
 
-def handle_apply(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
-    return _handle(_apply, request, peer)
+def handle_apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> Dict[str, Any]:
+    """An `apply` request; `key` is the process's signing key (only signed bundles then)."""
+    return _handle(_apply, request, peer, key)
 
 
-def handle_rollback(request: Dict[str, Any], peer: Peer) -> Dict[str, Any]:
-    return _handle(_rollback, request, peer)
+def handle_rollback(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> Dict[str, Any]:
+    return _handle(_rollback, request, peer, key)

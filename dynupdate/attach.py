@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable
 
 import dynupdate_agent
 
@@ -27,7 +27,7 @@ def _msgpack_dir() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(msgpack.__file__)))
 
 
-def bootstrap_command(key_file: Optional[str] = None) -> str:
+def bootstrap_command(key_file: str | None = None) -> str:
     """The one statement injected into the target: start a thread that runs bootstrap.py.
 
     It binds no names in the target's namespaces and touches neither sys.path
@@ -60,6 +60,21 @@ def check_process(pid: int) -> None:
     if not _looks_like_python(pid, name, exe):
         raise errors.NotPython(f"pid {pid} ({name}) is not a Python process",
                                hint="`dynupdate ps` lists the Python processes you can update")
+    check_version(pid)
+
+
+def check_version(pid: int) -> None:
+    """Refuse a target on a CPython the agent cannot run on (< 3.9), from /proc only, before any injection."""
+    from . import inject
+
+    try:
+        inject.check_target(pid)
+    except inject.InjectionError as exc:
+        if exc.reason == "unsupported-python":
+            raise errors.UnsupportedPython(str(exc), hint="upgrade the target's interpreter, or restart it under "
+                                           f"CPython >= {inject.MIN_PYTHON[0]}.{inject.MIN_PYTHON[1]}") from None
+        if exc.reason != "permission":  # may still reach an agent it started itself; connect decides
+            raise _map_injection_error(pid, exc) from None
 
 
 def _looks_like_python(pid: int, name: str, exe: str) -> bool:
@@ -72,7 +87,7 @@ def _looks_like_python(pid: int, name: str, exe: str) -> bool:
         return False
 
 
-def try_connect(pid: int) -> Optional[Client]:
+def try_connect(pid: int) -> Client | None:
     """A connected client if an agent already listens for pid, else None."""
     if not os.path.exists(agent_socket(pid)):
         return None
@@ -88,7 +103,7 @@ def try_connect(pid: int) -> Optional[Client]:
     return client
 
 
-def _wait_for_agent(pid: int, deadline: float) -> Client:
+def _wait_for_agent(pid: int, deadline: float, extra_hint: str = "") -> Client:
     while time.monotonic() < deadline:
         client = try_connect(pid)
         if client is not None:
@@ -96,19 +111,81 @@ def _wait_for_agent(pid: int, deadline: float) -> Client:
         time.sleep(0.02)
     raise errors.InjectionFailed(
         f"the agent did not come up in pid {pid} after injection",
-        hint="check the target's log for 'dynupdate agent failed to start', or start it with `dynupdate run`")
+        hint=extra_hint + "check the target's log for 'dynupdate agent failed to start', or start it with "
+        "`dynupdate run`")
 
 
-def inject_agent(pid: int, *, timeout: float = 20.0, key_file: Optional[str] = None) -> Client:
+def target_ids(pid: int) -> tuple[int, set[int]] | None:
+    """(effective uid, every gid) of pid from /proc, or None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            fields = dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
+        uid = int(fields["Uid"].split()[1])
+        gids = {int(fields["Gid"].split()[1])} | {int(g) for g in fields.get("Groups", "").split()}
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+    return uid, gids
+
+
+def blocked_for(path: str, uid: int, gids: set[int]) -> str | None:
+    """The first folder uid cannot enter, or the file itself if it cannot read it; None when readable.
+
+    Judged by owner/group/other mode bits along the real path (ACLs aside): enough to tell a
+    root CLI installed under a private home folder (0700) from one the target's user can load.
+    """
+    if uid == 0:
+        return None
+    real = os.path.realpath(path)
+    parts = real.split(os.sep)
+    for depth in range(1, len(parts) + 1):
+        current = os.sep.join(parts[:depth]) or os.sep
+        try:
+            st = os.stat(current)
+        except OSError:
+            return current
+        if st.st_uid == uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid in gids:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        need = 4 if current == real else 1
+        if not bits & need:
+            return current
+    return None
+
+
+def _check_target_can_read_agent(pid: int) -> str:
+    """Refuse before injecting when the target's user cannot read the agent; a hint if msgpack is unreadable."""
+    ids = target_ids(pid)
+    if ids is None:
+        return ""
+    agent_dir = _agent_dir()
+    for name in ("bootstrap.py", "__init__.py"):
+        blocked = blocked_for(os.path.join(agent_dir, name), *ids)
+        if blocked:
+            raise errors.InjectionFailed(
+                f"pid {pid} runs as uid {ids[0]}, which cannot read dynupdate's agent ({blocked})",
+                hint="install dynupdate where that user can read it (not under a private home folder), "
+                "or start the program with `dynupdate run`")
+    blocked = blocked_for(os.path.join(_msgpack_dir(), "msgpack", "__init__.py"), *ids)
+    if blocked:
+        return (f"uid {ids[0]} cannot read the CLI's msgpack ({blocked}), so the agent starts only if the "
+                "target has msgpack itself; ")
+    return ""
+
+
+def inject_agent(pid: int, *, timeout: float = 20.0, key_file: str | None = None) -> Client:
     """Inject the agent with gdb at a safe point, then wait for its hello."""
     from . import inject
 
     deadline = time.monotonic() + timeout
+    msgpack_hint = _check_target_can_read_agent(pid)
     try:
         inject.inject(pid, bootstrap_command(key_file), timeout=timeout)
     except inject.InjectionError as exc:
         raise _map_injection_error(pid, exc) from None
-    return _wait_for_agent(pid, max(deadline, time.monotonic() + 5.0))
+    return _wait_for_agent(pid, max(deadline, time.monotonic() + 5.0), msgpack_hint)
 
 
 def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:
@@ -118,13 +195,14 @@ def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:
         "permission": errors.AccessDenied,
         "no-process": errors.NoSuchProcess,
         "not-python": errors.NotPython,
+        "unsupported-python": errors.UnsupportedPython,
     }.get(reason, errors.InjectionFailed)
     return cls(f"could not inject the agent into pid {pid}: {exc}",
                hint="start the program with `dynupdate run` instead, or see README: Troubleshooting")
 
 
-def connect(pid: int, *, inject: bool = True, notify: Optional[Notify] = None,
-            inject_timeout: float = 20.0) -> Tuple[Client, bool]:
+def connect(pid: int, *, inject: bool = True, notify: Notify | None = None,
+            inject_timeout: float = 20.0) -> tuple[Client, bool]:
     """(client, injected): connect to the agent of pid, injecting it first if allowed."""
     check_process(pid)
     client = try_connect(pid)

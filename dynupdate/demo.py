@@ -1,7 +1,7 @@
 """`dynupdate demo`: the whole job on a bundled service, in a few seconds.
 
 Starts the demo HTTP service under `dynupdate run`, builds some state, applies
-patches/demo-v2 (new code + state transfer), checks the answers, shows
+its bundle demo_app/demo-v2 (new code + state transfer), checks the answers, shows
 `status`, rolls back, checks again, and stops the service. Any step that
 misbehaves makes the demo fail with a non-zero exit.
 """
@@ -20,7 +20,7 @@ from .bundle import load_bundle
 from .client import Client
 
 APP = Path(__file__).resolve().parent / "demo_app" / "server.py"
-BUNDLE = Path(__file__).resolve().parent.parent / "patches" / "demo-v2"
+BUNDLE = Path(__file__).resolve().parent / "demo_app" / "demo-v2"  # package data: ships with every install
 
 
 class DemoFailed(errors.DynupdateError):
@@ -41,6 +41,7 @@ def _expect(what: str, got: Any, want: Any) -> None:
 def _start_service() -> tuple:
     proc = subprocess.Popen([sys.executable, "-m", "dynupdate", "run", str(APP)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -63,10 +64,13 @@ def _wait_for_agent(pid: int) -> Client:
             time.sleep(0.05)
 
 
-def run_demo(keep: bool = False) -> None:
+def run_demo(keep: bool = False, use_async: bool = False) -> None:
+    if use_async:  # `dynupdate demo --async`: dynupdate/demo_aio.py
+        from .demo_aio import run_async_demo
+        return run_async_demo(keep=keep)
     if not BUNDLE.is_dir():
         raise errors.UsageError(f"the demo bundle is missing ({BUNDLE})",
-                                hint='install from a checkout: pip install -e ".[test]"')
+                                hint="reinstall dynupdate; the demo bundle is part of the package")
     bundle = load_bundle(str(BUNDLE))
     render.out.print("[bold]1. start[/] the demo shop under `dynupdate run`", markup=True)
     proc, port = _start_service()

@@ -6,6 +6,7 @@ Exit codes (a published contract, see README):
   2 usage error or invalid input, detected before contacting the target
   3 target unreachable (no such process, not Python, permission, gdb, injection)
   4 no safe point was reached within --timeout; the target is unchanged
+  130 interrupted (Ctrl-C); the message says whether the target is unchanged
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ class AccessDenied(TargetUnreachable):
     pass
 
 
+class UnsupportedPython(TargetUnreachable):
+    """The target runs a CPython older than the agent supports; found from /proc before any injection."""
+
+
 class GdbMissing(TargetUnreachable):
     pass
 
@@ -86,13 +91,32 @@ class Busy(RemoteError):
     """Another update or rollback is running in the target."""
 
 
+class HookStuck(Busy):
+    """An abandoned update's hook has not returned yet; updates are refused until it does."""
+
+
+class HookTimeout(RemoteError):
+    """A hook or new module body did not finish within --hook-timeout; the update was undone."""
+
+
+class UndoFailed(RemoteError):
+    """The update failed and undoing it failed too; the message lists what was not undone."""
+
+
 class SafePointTimeout(RemoteError):
     """No safe point within --timeout; the update was abandoned, nothing changed."""
 
     exit_code = 4
 
 
-_REMOTE_TYPES = {"Busy": Busy, "SafePointTimeout": SafePointTimeout}
+class Interrupted(DynupdateError):
+    """Ctrl-C: the update was abandoned before it landed (the target is unchanged) or the outcome is unknown."""
+
+    exit_code = 130
+
+
+_REMOTE_TYPES = {"Busy": Busy, "SafePointTimeout": SafePointTimeout, "HookStuck": HookStuck,
+                 "HookTimeout": HookTimeout, "UndoFailed": UndoFailed}
 
 
 def from_remote(error: Dict[str, Any], result: Optional[Dict[str, Any]] = None) -> RemoteError:
@@ -101,3 +125,7 @@ def from_remote(error: Dict[str, Any], result: Optional[Dict[str, Any]] = None) 
     cls = _REMOTE_TYPES.get(kind, RemoteError)
     message = str(error.get("message", "the target reported an error"))
     return cls(f"{kind}: {message}" if cls is RemoteError else message, remote=dict(error), result=result)
+
+
+class BuildNeedsAction(DynupdateError):
+    """`build --strict`: the compatibility report lists items that need the author's action (exit 1)."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_asyncio  # noqa: E402
 import bench_support as bs  # noqa: E402
 
 from dynupdate.bundle import load_bundle  # noqa: E402
@@ -247,30 +248,6 @@ def bench_stall(tmp: Path, sizes: List[int], rounds_for: Callable[[int], int]) -
         rows = detail[f"tracked/{n}"]["rounds"]["eager"]
         per_instance = bs.median([row["phases_ms"].get("transfer", 0.0) * 1e3 / n for row in rows])
     return {"stall_ms": stall, "stall_detail": detail, "eager_transfer_us_per_instance": per_instance}
-
-
-def bench_attach_stall(tmp: Path, rounds: int) -> Dict[str, Any]:
-    """stall_ms.attach: the largest probe latency while `dynupdate attach` injects the agent into a plain
-    threaded HTTP target (median over rounds)."""
-    folder = bs.write_modules(tmp / "stall-attach", {})
-    cmd = bs.dynupdate_cmd()
-    worst_runs, errors = [], []
-    for _ in range(rounds):
-        with bs.Proc([str(bs.TARGETS / "stall_target.py"), str(folder), "none", "0"]) as proc:
-            port = int(proc.expect("READY", 60).split()[0])
-            probe = Probe(port)
-            probe.start()
-            try:
-                probe.started_evt.wait(30)
-                worst, (wall, res), _, _ = _stall_window(
-                    probe, lambda: _wall(cmd + ["attach", "--pid", str(proc.pid), "--json"], timeout=60))
-            finally:
-                probe.stop()
-            if res.returncode == 0:
-                worst_runs.append(worst)
-            else:
-                errors.append(f"exit {res.returncode}: {(res.stderr or res.stdout).strip()[-300:]}")
-    return {"attach": bs.median(worst_runs), "attach_runs": worst_runs, "attach_errors": errors}
 
 
 # --- 3. the CLI and attach --------------------------------------------------------------
@@ -718,10 +695,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stall-sizes", metavar="N,N", help="stall section: these N only (e.g. 100000)")
     parser.add_argument("--stall-rounds", type=int, metavar="R", help="stall section: R rounds per N and mode")
     parser.add_argument("--stall-before", metavar="JSON", help="a saved earlier result to draw dashed in --stall-plot")
-    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,stall,cli,attach,load,peers")
+    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,stall,cli,attach,load,peers,asyncio")
     args = parser.parse_args(argv)
     quick = args.quick
-    sections = set((args.only or "micro,pause,stall,cli,attach,load,peers").split(","))
+    sections = set((args.only or "micro,pause,stall,cli,attach,load,peers,asyncio").split(","))
     started = time.perf_counter()
     result: Dict[str, Any] = {"quick": quick, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="dynupdate-bench-") as tmpdir:
@@ -738,22 +715,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                 SIZES[:2] if quick else SIZES
             rounds = (lambda n: args.stall_rounds) if args.stall_rounds else (lambda n: 1) if quick else \
                 (lambda n: 3 if n <= 10000 else 2 if n <= 100000 else 1)
-            result.update(bench_stall(tmp, sizes, rounds))
-            note("stall: attach")
-            attach_stall = bench_attach_stall(tmp, 1 if quick else 3)
-            result.setdefault("stall_ms", {})["attach"] = attach_stall.pop("attach")
-            result.setdefault("stall_detail", {})["attach"] = attach_stall
+            result.update(bench_stall(tmp, sizes, rounds))  # stall_ms.attach: the attach section
         if "cli" in sections:
             note("cli apply")
             result.update(bench_cli(tmp, 3 if quick else 7))
         if "attach" in sections:
             note("attach vs pyrasite")
             result.update(bench_attach(tmp, 1 if quick else 3))
+            from bench_attach import attach_stall  # issue 14: scripts/bench_attach.py
+            attach_stall(result, 1 if quick else 3)
         if "load" in sections:
             note("load")
             result.update(bench_load(tmp, 1.0 if quick else 2.5))
         if "peers" in sections:
             result.update(bench_peers(tmp, 1 if quick else 3))
+        if "asyncio" in sections:  # issue 11: scripts/bench_asyncio.py
+            result.update(bench_asyncio.run(tmp, quick))
     result["took_s"] = time.perf_counter() - started
     result["goals"] = {name: status for name, _, status in goals(result)}
     if args.plot:

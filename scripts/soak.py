@@ -235,7 +235,7 @@ def soak(cycles: int, clients: int, items: int, lazy_every: int, warmup: int, pr
                       f"fds {m['fds']}, ok {counters.ok}, failed {counters.failed}", file=sys.stderr, flush=True)
         end = settled(proc.pid)
         with Client.connect(proc.pid) as client:
-            history_len = len(client.status()["history"])
+            history_len = len([h for h in client.status()["history"] if h.get("rolled_back_at") is None])
         stop.set()
         for d in drivers:
             d.join(30)

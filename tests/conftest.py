@@ -127,13 +127,13 @@ def pytest_runtest_makereport(item, call):
 
 
 def dynupdate(*args: str, timeout: float = 120, env: Optional[dict] = None, user: Optional[int] = None,
-              input: Optional[str] = None) -> subprocess.CompletedProcess:
+              input: Optional[str] = None, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
     """Run the real CLI as a subprocess (`python -m dynupdate ...`)."""
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "dynupdate", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, user=user, input=input)
+                          timeout=timeout, env=full_env, user=user, input=input, cwd=cwd)
 
 
 def dynupdate_json(*args: str, **kwargs) -> tuple:

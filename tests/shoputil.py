@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from conftest import PATCHES, ROOT, TARGETS, Target, dynupdate_json, wait_until
+from dynupdate_agent.wire import ERROR_KEYS, RESULT_KEYS as _RESULT_KEYS, UPDATED_KEYS
 
 SHOP_SERVER = TARGETS / "shop_app" / "server.py"
 PLAIN_SERVER = TARGETS / "eng_plain" / "plain.py"
@@ -251,7 +252,7 @@ def assert_unchanged(before: Dict[str, Any], after: Dict[str, Any]) -> None:
         assert a == b, f"{key} changed: before={b!r} after={a!r}"
 
 
-RESULT_KEYS = {"ok", "pid", "version", "previous_version", "phases", "updated", "warnings", "error"}
+RESULT_KEYS = set(_RESULT_KEYS)
 
 
 def assert_result_shape(data: Dict[str, Any], ok: bool) -> None:
@@ -264,7 +265,7 @@ def assert_result_shape(data: Dict[str, Any], ok: bool) -> None:
     assert all(isinstance(v, (int, float)) and v >= 0 for v in data["phases"].values()), data["phases"]
     assert isinstance(data["warnings"], list)
     updated = data["updated"]
-    assert {"functions", "classes", "instances", "modules"} <= set(updated), updated
+    assert set(UPDATED_KEYS) <= set(updated), updated
     for key in ("functions", "classes", "instances"):
         assert isinstance(updated[key], int) and updated[key] >= 0, updated
     assert isinstance(updated["modules"], list)
@@ -272,7 +273,7 @@ def assert_result_shape(data: Dict[str, Any], ok: bool) -> None:
         assert data["error"] is None, data
     else:
         err = data["error"]
-        assert isinstance(err, dict) and {"type", "message", "traceback"} <= set(err), data
+        assert isinstance(err, dict) and set(ERROR_KEYS) <= set(err), data
         assert err["type"] and err["message"], err
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import TARGETS
 
-MAX_FRAME = 64 * 1024 * 1024
+from dynupdate_agent.wire import MAX_FRAME  # noqa: E402
 
 
 @pytest.fixture

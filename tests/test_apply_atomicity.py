@@ -35,7 +35,7 @@ def check_untouched(shop):
     assert_unchanged(shop.before, snapshot(shop, bulk=True))
     status = shop.status()
     assert status["version"] == "base"
-    assert [h["version"] for h in status["history"]] == ["base"]
+    assert [h["version"] for h in status["history"] if h.get("rolled_back_at") is None] == ["base"]
     factories = [f for f in status["factories"] if f["class"] == "shop.cart.Cart"]
     assert len(factories) == 1 and factories[0]["pending"] == 0, status["factories"]
     # the not-yet-imported module was not installed by a failed update

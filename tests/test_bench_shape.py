@@ -103,7 +103,7 @@ def test_stall_has_every_size_for_both_modes_and_kinds(result):
                     assert _finite(value) and value > 0, (mode, kind, n, value)
                 else:
                     assert value is None or _finite(value), (mode, kind, n, value)
-    if stall["attach"] is None:
-        assert result["stall_detail"]["attach"]["attach_errors"], "stall_ms.attach is null without a reason"
+    if stall["attach"] is None:  # set by the attach section (scripts/bench_attach.py)
+        assert any(r["error"] for r in result["attach_stall_detail"]["rounds"]), "stall_ms.attach null, no reason"
     else:
         assert _finite(stall["attach"]) and stall["attach"] > 0

@@ -116,7 +116,12 @@ def test_stale_socket_is_not_an_agent(start_target, runtime_env):
     ["run"],                              # nothing to run
     ["run", "/nonexistent/app.py"],       # no such file
     ["run", "-m"],                        # -m without a module
-    ["run", "--", sys.executable, "-c", "print(1)"],  # -c is not supported
+    ["run", "-c"],                        # -c without code
+    ["run", "--", sys.executable, "-c"],  # the same through an interpreter
+    ["status", "--pid", "-5"],            # not a pid
+    ["status", "--pid", "0"],             # not a pid
+    ["rollback", "--pid", "1", "--timeout", "nan"],   # not a duration
+    ["rollback", "--pid", "1", "--timeout", "1e9"],   # beyond what the agent accepts
     ["check"],                            # bundle missing
 ])
 def test_bad_usage_is_2(args):

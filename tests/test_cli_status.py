@@ -29,11 +29,14 @@ def _instances(data: dict) -> dict:
 def test_status_json_shape_is_exactly_the_published_one(start_target, runtime_env):
     t, _ = _start(start_target, runtime_env)
     data = _status(t.pid, runtime_env)
-    assert set(data) == {"pid", "version", "history", "generation", "threads", "factories", "agent"}
+    assert set(data) == {"pid", "version", "history", "generation", "update", "threads", "tasks", "factories",
+                         "probes", "agent"}
+    assert data["update"] == {"running": None, "stuck": []}
     assert data["pid"] == t.pid
     assert data["version"] == "base"
     assert isinstance(data["generation"], int)
-    assert data["history"] and all(set(h) == {"name", "version", "applied_at"} for h in data["history"])
+    assert data["history"] and all(set(h) == {"name", "version", "applied_at", "rolled_back_at"}
+                               for h in data["history"])
     assert data["history"][0]["version"] == "base"
     assert data["threads"] and all(set(th) == {"id", "name", "generation", "in_activity"} for th in data["threads"])
     assert data["factories"] and all(set(f) == {"class", "instances", "pending"} for f in data["factories"])

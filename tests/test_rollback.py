@@ -10,7 +10,7 @@ from shoputil import V2, V3, Command, assert_result_shape, bundle, start_shop, w
 
 
 def history(shop):
-    return [h["version"] for h in shop.status()["history"]]
+    return [h["version"] for h in shop.status()["history"] if h.get("rolled_back_at") is None]
 
 
 def test_rollback_with_nothing_to_roll_back(start_target):
@@ -20,8 +20,8 @@ def test_rollback_with_nothing_to_roll_back(start_target):
     assert_result_shape(data, ok=False)
     assert data["error"]["message"]
     assert shop.version() == "base"
-    code, data = shop.rollback("--to", "base")
-    assert code == 1, data
+    code, data = shop.rollback("--to", "base")  # already there: done, so that tree rollbacks converge
+    assert code == 0 and data["ok"] and data["version"] == "base", data
     assert shop.get("/price", item="apple") == {"price": 100}
 
 

@@ -12,7 +12,14 @@ nested wait deadlocks the target for good; if gdb is killed during a call the
 target dies on the dummy return breakpoint; and on a stripped interpreter the
 unresolved symbols make it silently run nothing. What we do instead:
 
-* **Thread choice.** Every thread is classified from its backtrace, using only
+* **Checks first, from /proc only.** Gone, zombie, non-Python and CPython < 3.9
+  targets (``unsupported-python``) are refused before gdb is started; so is a
+  ptrace that would be refused (with the fix in the message).
+* **A short stop.** The gdb program (gdb_program.py) loads the target's
+  symbol files before it attaches (symbols.py), and when no thread is at a
+  safe point it detaches, lets the target run and samples again until the
+  deadline, instead of giving up on the first sample.
+* **Thread choice** (threads.py). Every thread is classified from its backtrace, using only
   names that exist without debug info (libc's and libpython's dynamic
   symbols). A thread is *safe* when it is blocked in a known syscall
   (``clock_nanosleep``, ``sem_clockwait``, ``accept4``, ``epoll_wait``, ...)
@@ -36,7 +43,7 @@ unresolved symbols make it silently run nothing. What we do instead:
   interpreters work (``nm -D python3.11`` exports all we need).
 * **Never kill gdb inside a call.** gdb runs in its own session (no terminal
   ^C), with stdin from /dev/null and output to a file (so the death of this
-  process cannot SIGPIPE it). The gdb script holds an ``flock`` on a lock file
+  process cannot SIGPIPE it). The gdb program holds an ``flock`` on a lock file
   for the whole inferior-call sequence. On timeout we take that lock without
   blocking: if we get it, gdb is between calls and is terminated (then the
   target gets a SIGCONT in case an attach stop was still pending); if not, gdb
@@ -49,8 +56,10 @@ unresolved symbols make it silently run nothing. What we do instead:
   ``exec(<wrapper>, {fresh dict})``; the wrapper ``exec``s `code` in another
   fresh dict, catches every exception (so a pending call always returns 0 and
   ``SystemExit`` cannot end the target) and writes ``ok`` or the error into a
-  status file made for the target inside ``/proc/PID/root/tmp`` (so it also
-  works across mount namespaces). sys.path and sys.modules are not touched.
+  status file that we made for the target in a folder we own inside
+  ``/proc/PID/root/tmp`` (so it also works across mount namespaces) and read
+  back without following links (folders.py). sys.path and sys.modules are not
+  touched.
 
 Side effects to know about: a target thread interrupted by the attach while
 blocked in a syscall (``epoll_wait``, ``accept``, ``sleep``, ...) may see
@@ -70,17 +79,22 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
 
-__all__ = ["InjectionError", "inject"]
+from . import symbols
+from .folders import InjectionFolders, printable
 
-REASONS = ("gdb-missing", "permission", "no-process", "not-python", "no-safe-thread", "timeout", "failed")
+__all__ = ["MIN_PYTHON", "REASONS", "InjectionError", "check_target", "inject"]
+
+REASONS = ("gdb-missing", "permission", "no-process", "not-python", "unsupported-python", "no-safe-thread",
+           "timeout", "failed")
+#: the oldest CPython a target may run (the agent's own floor)
+MIN_PYTHON = (3, 9)
+#: a Python whose version neither its executable nor its libpython names; gdb checks its symbols
+UNKNOWN_VERSION = (3, 0)
 
 _CAP_SYS_PTRACE = 19
 _log = logging.getLogger(__name__)
-_STATUS_NAME = "status"
 
 
 class InjectionError(Exception):
@@ -122,7 +136,7 @@ def _read_proc(pid: int, name: str) -> str:
             "or start the program with `dynupdate run` instead") from None
 
 
-def _status_fields(pid: int) -> Dict[str, str]:
+def _status_fields(pid: int) -> dict[str, str]:
     """Parsed /proc/PID/status: the uid, state and tracer of the target."""
     fields = {}
     for line in _read_proc(pid, "status").splitlines():
@@ -131,7 +145,7 @@ def _status_fields(pid: int) -> Dict[str, str]:
     return fields
 
 
-def _python_version(pid: int) -> Optional[Tuple[int, int]]:
+def _python_version(pid: int) -> tuple[int, int] | None:
     """(major, minor) of the target's interpreter, or None when it is not Python.
 
     Looks at the executable's name and the mapped libpython, which also finds
@@ -144,12 +158,13 @@ def _python_version(pid: int) -> Optional[Tuple[int, int]]:
     except PermissionError:
         exe = ""
     maps = _read_proc(pid, "maps")
-    for text in (os.path.basename(exe), maps):
-        match = re.search(r"(?:lib)?python(\d)\.(\d+)", text)
+    for pattern, text in ((r"^python(\d)\.(\d+)", os.path.basename(exe)), (r"/libpython(\d)\.(\d+)", maps),
+                          (r"/python(\d)\.(\d+)/", maps)):
+        match = re.search(pattern, text)
         if match:
             return int(match.group(1)), int(match.group(2))
     if "python" in os.path.basename(exe).lower() or "libpython" in maps:
-        return (3, 0)  # a python whose version the name does not tell; gdb will check symbols
+        return UNKNOWN_VERSION  # gdb checks the symbols it needs
     return None
 
 
@@ -182,7 +197,7 @@ def _is_descendant(pid: int) -> bool:
     return False
 
 
-def _check_permission(pid: int, fields: Dict[str, str]) -> None:
+def _check_permission(pid: int, fields: dict[str, str]) -> None:
     """Fail early, with the fix in the message, when ptrace would be refused."""
     hint = ("or start the program with `dynupdate run` instead, which needs no ptrace")
     tracer = int(fields.get("TracerPid", "0") or 0)
@@ -248,328 +263,35 @@ if _status:
 """
 
 
-def _target_source(code: str, status_path: Optional[str]) -> str:
+def _target_source(code: str, status_path: str | None) -> str:
     """The single expression statement run in the target's __main__: binds no names there."""
-    return "exec(%r, {'__name__': '__dynupdate_inject__', '_src': %r, '_status': %r})\n" % (
-        _WRAPPER, code, status_path)
-
-
-class _Workdir:
-    """Temp files shared with gdb and the target, in the target's view of /tmp when possible.
-
-    The status file must be writable by the target (maybe another uid, maybe
-    in a container), so the directory lives under /proc/PID/root/tmp and, when
-    we are root, is handed to the target's uid.
-    """
-
-    def __init__(self, pid: int, fields: Dict[str, str]) -> None:
-        self.local = tempfile.mkdtemp(prefix="dynupdate-inj-")
-        self.status_local: Optional[str] = None
-        self.status_target: Optional[str] = None
-        self.target_dir: Optional[str] = None
-        root = f"/proc/{pid}/root"
-        try:
-            tdir = tempfile.mkdtemp(prefix="dynupdate-inj-", dir=root + "/tmp")
-            uids, gids = fields.get("Uid", "").split(), fields.get("Gid", "").split()
-            if uids and gids and os.geteuid() == 0 and int(uids[1]) != 0:
-                os.chown(tdir, int(uids[1]), int(gids[1]))
-            self.target_dir = tdir
-            self.status_local = os.path.join(tdir, _STATUS_NAME)
-            self.status_target = self.status_local[len(root):]
-        except OSError:
-            pass  # no confirmation file: the synchronous path still knows the call returned
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.local, name)
-
-    def read_status(self) -> Optional[str]:
-        """The wrapper's one-line outcome, once written completely."""
-        if not self.status_local:
-            return None
-        try:
-            with open(self.status_local) as fh:
-                text = fh.read()
-        except OSError:
-            return None
-        return text.strip() if text.endswith("\n") else None
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.local, ignore_errors=True)
-        if self.target_dir:
-            shutil.rmtree(self.target_dir, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- the gdb side
-
-# Executed by gdb's embedded Python (its own interpreter version, >= 3.6), with
-# the config path in DYNUPDATE_INJECT_CONFIG. It writes a JSON result file.
-_GDB_SCRIPT = r'''
-import fcntl, json, os, time
-import gdb
-
-CFG = json.load(open(os.environ["DYNUPDATE_INJECT_CONFIG"]))
-RESULT = {"ok": False, "reason": "failed", "message": "gdb script did not finish", "threads": []}
-
-# Innermost functions of a thread blocked in a syscall with the GIL released
-# (names normalised: leading underscores, __GI_/__libc_ and 64/_nocancel dropped).
-SAFE = {
-    "clock_nanosleep", "nanosleep", "sleep", "usleep", "poll", "ppoll", "select", "pselect", "pselect6",
-    "epoll_wait", "epoll_pwait", "epoll_pwait2", "accept", "accept4", "recv", "recvfrom", "recvmsg",
-    "recvmmsg", "read", "readv", "pread", "preadv", "wait4", "waitpid", "waitid", "wait",
-    "sem_wait", "sem_timedwait", "sem_clockwait", "new_sem_wait_slow", "do_futex_wait",
-    "sigwait", "sigwaitinfo", "sigtimedwait", "sigsuspend", "pause", "connect", "send", "sendto",
-    "sendmsg", "write", "writev", "pwrite", "kevent", "flock", "fcntl", "lockf", "msgrcv", "semop",
-    "semtimedop", "io_getevents", "openat", "open", "futex_abstimed_wait_common",
-    "futex_abstimed_wait_cancelable",
-}
-# CPython's own lock waits (3.13+: parking-lot semaphores); when one of these
-# blocks in a syscall the thread has normally detached from the GIL.
-PY_BLOCKING = {"PyThread_acquire_lock_timed", "PyThread_acquire_lock", "PySemaphore_PlatformWait"}
-# Anywhere on the stack, these make a thread unusable for PyGILState_Ensure:
-# a GIL wait (condvar/mutex), malloc or the loader (locks we would re-enter),
-# fork, finalisation, or pending-call bookkeeping.
-UNSAFE_EXACT = {
-    "malloc", "free", "cfree", "calloc", "realloc", "memalign", "posix_memalign", "valloc",
-    "pvalloc", "aligned_alloc", "sysmalloc", "int_malloc", "int_free", "int_realloc", "malloc_consolidate",
-    "fork", "Fork", "vfork", "clone", "exit", "run_exit_handlers", "dlopen", "dlclose", "dlsym",
-    "dlmopen", "take_gil", "drop_gil", "PyEval_RestoreThread", "PyEval_AcquireThread",
-    "PyEval_AcquireLock", "PyGILState_Ensure", "PyGILState_Release", "PyEval_SaveThread",
-    "PyOS_AfterFork", "PyOS_AfterFork_Child", "PyOS_BeforeFork", "Py_FinalizeEx", "Py_Finalize",
-    "Py_Exit", "make_pending_calls", "Py_MakePendingCalls", "Py_AddPendingCall", "PyEval_AddPendingCall",
-    "lll_lock_wait", "lll_lock_wait_private", "lll_lock_wake",
-}
-UNSAFE_PREFIX = ("pthread_cond_", "pthread_mutex_lock", "pthread_mutex_timedlock", "pthread_mutex_clocklock",
-                 "pthread_rwlock_", "dl_", "malloc_", "pthread_once", "PyEval_AcquireThread")
-
-
-def normalise(name):
-    """Canonical libc/CPython name: drop @plt, leading underscores, __GI_/__libc_, 64/_nocancel."""
-    name = (name or "??").split("@")[0]
-    while True:
-        old = name
-        name = name.lstrip("_")
-        for prefix in ("GI_", "libc_"):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        for suffix in ("_nocancel", "_time64", "64"):
-            if name.endswith(suffix) and len(name) > len(suffix):
-                name = name[: -len(suffix)]
-        if name == old:
-            return name
-
-
-def is_unsafe(name):
-    return name in UNSAFE_EXACT or name.startswith(UNSAFE_PREFIX)
-
-
-def phase(text):
-    try:
-        with open(CFG["phase"], "w") as fh:
-            fh.write(text)
-    except OSError:
-        pass
-
-
-def in_syscall(frame):
-    """True when the thread sits right after a syscall instruction (x86-64 / aarch64)."""
-    try:
-        arch = frame.architecture().name()
-        pc = int(frame.pc())
-        mem = gdb.selected_inferior()
-        if "x86-64" in arch:
-            return bytes(mem.read_memory(pc - 2, 2)) == b"\x0f\x05"
-        if "aarch64" in arch:
-            return bytes(mem.read_memory(pc - 4, 4)) == b"\x01\x00\x00\xd4"
-    except Exception:
-        pass
-    return False
-
-
-def classify(thread):
-    """(state, frame names): state is safe, unsafe, blocked (unknown syscall) or running."""
-    thread.switch()
-    names = []
-    try:
-        frame = gdb.newest_frame()
-        first = frame
-        while frame is not None and len(names) < 256:
-            names.append(frame.name() or "??")
-            frame = frame.older()
-    except gdb.error:
-        first = None
-    norm = [normalise(n) for n in names]
-    if not names or any(is_unsafe(n) for n in norm):
-        return "unsafe", names
-    syscall = first is not None and in_syscall(first)
-    named = [n for n in norm[:8] if n != "??"]
-    # Stripped libcs show their internal wait helpers as ??: judge by the
-    # innermost named frame, which is the exported blocking call (or
-    # CPython's lock wait, always entered with the GIL released when it blocks).
-    if syscall and named and (named[0] in SAFE or named[0] in PY_BLOCKING):
-        return "safe", names
-    return ("blocked" if syscall else "running"), names
-
-
-def call(expr):
-    return int(gdb.parse_and_eval(expr))
-
-
-def write_page(src):
-    size = (len(src) + 1 + 4095) // 4096 * 4096
-    addr = call("(long)((void *(*)(void *, unsigned long, int, int, int, long))mmap)"
-                "((void *)0, %d, 3, 0x22, -1, 0)" % size)
-    if addr in (-1, 0) or addr < 0 and addr > -4096:
-        raise RuntimeError("mmap in the target failed (%d)" % addr)
-    gdb.selected_inferior().write_memory(addr, src + b"\0")
-    return addr, size
-
-
-def run_sync(thread, src):
-    """Ensure / run / release in a thread blocked with the GIL released."""
-    thread.switch()
-    addr, size = write_page(src)
-    state = call("(int)((int (*)(void))PyGILState_Ensure)()")
-    try:
-        rc = call("(int)((int (*)(const char *, void *))PyRun_SimpleStringFlags)((const char *)%d, (void *)0)" % addr)
-    finally:
-        call("(int)(((void (*)(int))PyGILState_Release)(%d), 0)" % state)
-    call("(int)((int (*)(void *, unsigned long))munmap)((void *)%d, %d)" % (addr, size))
-    return rc
-
-
-def run_pending(thread, src):
-    """Queue the code for the main thread with Py_AddPendingCall (no GIL taken here)."""
-    thread.switch()
-    addr, _ = write_page(src)
-    return call("(int)((int (*)(void *, void *))Py_AddPendingCall)((void *)&PyRun_SimpleString, (void *)%d)" % addr)
-
-
-def pythonish(names):
-    """A thread created by (or running) the interpreter, rather than a foreign C thread."""
-    return any("PyEval" in n or "pythread" in n or "Py_RunMain" in n or "Py_BytesMain" in n for n in names)
-
-
-def choose(states, main_lwp):
-    """(mode, thread) by preference: safe main thread, other safe Python thread, pending call.
-
-    A pending call is used only when the main thread should soon reach an
-    eval-breaker check (it runs bytecode, or waits for the GIL or another
-    short lock; if it does not, the caller gets a timeout); it is issued preferably
-    from another thread, since only the main thread ever holds the
-    pending-calls lock while running them.
-    """
-    main = [s for s in states if s[0].ptid[1] == main_lwp]
-    others = sorted((s for s in states if s[0].ptid[1] != main_lwp), key=lambda s: not pythonish(s[2]))
-    if main and main[0][1] == "safe":
-        return "sync", main[0][0]
-    for thread, state, names in others:
-        if state == "safe":
-            return "sync", thread
-    if not main or main[0][1] not in ("running", "unsafe"):
-        return None, None  # main blocked in an unknown syscall: it may never run a pending call
-    for thread, state, names in others + main:
-        if any("ending" in normalise(n) for n in names):
-            continue  # might hold the pending-calls lock
-        if state != "unsafe" or not any(normalise(n) in ("malloc", "int_malloc", "free", "int_free")
-                                        or normalise(n).startswith("dl_") for n in names):
-            return "pending", thread
-    return None, None
-
-
-def main():
-    deadline = CFG["deadline"]
-    inferior = gdb.selected_inferior()
-    if inferior.pid == 0:
-        RESULT.update(reason="failed", message="gdb could not attach")
-        return
-    for sym in ("PyGILState_Ensure", "PyGILState_Release", "PyRun_SimpleStringFlags", "PyRun_SimpleString",
-                "Py_AddPendingCall", "mmap", "munmap"):
-        try:
-            gdb.parse_and_eval("(long)&" + sym)
-        except gdb.error:
-            RESULT.update(reason="not-python" if sym.startswith("Py") else "failed",
-                          message="symbol %s not found in the target" % sym)
-            return
-    phase("classify")
-    states = []
-    for thread in sorted(inferior.threads(), key=lambda t: t.num):
-        state, names = classify(thread)
-        states.append((thread, state, names))
-        RESULT["threads"].append({"lwp": thread.ptid[1], "state": state, "frames": names[:12]})
-    mode, thread = choose(states, inferior.pid)
-    if mode is None:
-        RESULT.update(reason="no-safe-thread", message="no thread of the target is at a point where "
-                      "running Python code is safe (all wait for locks or the main thread is blocked)")
-        return
-    RESULT["mode"], RESULT["lwp"] = mode, thread.ptid[1]
-    lock = open(CFG["lock"], "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)  # the injector never kills gdb while this is held
-    try:
-        if time.monotonic() > deadline - CFG["margin"]:
-            RESULT.update(reason="timeout", message="out of time before running the code")
-            return
-        phase("call")
-        src = CFG["source"].encode("utf-8")
-        if mode == "sync":
-            rc = run_sync(thread, src)
-        else:
-            rc = run_pending(thread, src)
-        phase("called")
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-    if rc != 0:
-        RESULT.update(reason="failed", message="%s returned %d" % (
-            "PyRun_SimpleStringFlags" if mode == "sync" else "Py_AddPendingCall", rc))
-        return
-    RESULT.update(ok=True, reason=None, message="")
-
-
-try:
-    for command in ("set pagination off", "set confirm off", "set unwindonsignal on",
-                    "set print thread-events off", "set print inferior-events off",
-                    "handle all nostop noprint pass",
-                    "handle SIGSEGV SIGBUS SIGILL SIGFPE SIGABRT stop print nopass"):
-        try:
-            gdb.execute(command, to_string=True)
-        except gdb.error:
-            pass
-    main()
-except BaseException as exc:
-    RESULT.update(ok=False, reason=RESULT.get("reason") or "failed", message="gdb: %s" % (exc,))
-finally:
-    try:
-        with open(CFG["result"] + ".tmp", "w") as fh:
-            json.dump(RESULT, fh)
-        os.rename(CFG["result"] + ".tmp", CFG["result"])
-    except OSError:
-        pass  # the injector gave up and removed its files; still detach cleanly
-    try:
-        gdb.execute("detach", to_string=True)
-    except gdb.error:
-        pass
-    phase("detached")
-'''
+    namespace = f"{{'__name__': '__dynupdate_inject__', '_src': {code!r}, '_status': {status_path!r}}}"
+    return f"exec({_WRAPPER!r}, {namespace})\n"
 
 
 # --------------------------------------------------------------------------- driving gdb
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+GDB_PROGRAM = os.path.join(_HERE, "gdb_program.py")
+THREADS_MODULE = os.path.join(_HERE, "threads.py")
 
-def _gdb_command(gdb: str, pid: int, script: str) -> List[str]:
-    """gdb attached to pid, fast and quiet: no init files, no debuginfod, no auto-loaded helpers."""
+
+def _gdb_command(gdb: str) -> list[str]:
+    """gdb, fast and quiet: no init files, no debuginfod, no auto-loaded helpers; the program attaches itself."""
     return [gdb, "-nx", "-q", "-batch",
             "-iex", "set debuginfod enabled off",
             "-iex", "set auto-load off",
-            # only dynamic symbols for system libraries: the names we classify by
+            # only the symbols the files themselves carry: the names we classify by
             # exist on every machine, and loading libc6-dbg would cost ~1 s
             "-iex", "set debug-file-directory /nonexistent-dynupdate",
             "-iex", "set pagination off",
             "-iex", "set confirm off",
-            "-p", str(pid), "-x", script]
+            "-x", GDB_PROGRAM]
 
 
-def _try_lock(path: str) -> Optional[int]:
-    """An fd holding the gdb script's lock if it is free now (gdb is between inferior calls)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def _try_lock(path: str) -> int | None:
+    """An fd holding the gdb program's lock if it is free now (gdb is between inferior calls)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -580,10 +302,10 @@ def _try_lock(path: str) -> Optional[int]:
     return fd
 
 
-def _stop_gdb(proc: "subprocess.Popen[bytes]", pid: int, lock_path: str) -> bool:
+def _stop_gdb(proc: subprocess.Popen[bytes], pid: int, lock_path: str) -> bool:
     """Stop gdb only when it is provably not inside an inferior call; True if stopped.
 
-    With the script's lock held by us gdb cannot start a call, so it can be
+    With the program's lock held by us gdb cannot start a call, so it can be
     terminated: SIGTERM makes gdb detach, SIGKILL is the last resort (the kernel
     detaches then), and SIGCONT undoes an attach SIGSTOP that gdb had no time
     to consume.
@@ -609,20 +331,25 @@ def _stop_gdb(proc: "subprocess.Popen[bytes]", pid: int, lock_path: str) -> bool
     return True
 
 
-def _run_gdb(gdb: str, pid: int, source: str, work: _Workdir, deadline: float) -> dict:
-    """Run the gdb script against pid and return its JSON result."""
-    script, config, result, log = (work.path(n) for n in ("inject_gdb.py", "config.json", "result.json", "gdb.log"))
+def _run_gdb(gdb: str, pid: int, source: str, work: InjectionFolders, deadline: float) -> dict:
+    """Run the gdb program against pid and return its JSON result."""
+    config, result, log = (work.path(n) for n in ("config.json", "result.json", "gdb.log"))
     lock, phase = work.path("lock"), work.path("phase")
-    with open(script, "w") as fh:
-        fh.write(_GDB_SCRIPT)
+    try:
+        syms = symbols.plan(pid, _read_proc(pid, "maps"), work.local, timeout=max(0.5, (deadline - time.monotonic()) / 4))
+    except InjectionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a best-effort speed-up is never a reason to fail
+        _log.debug("symbol preload skipped for pid %d: %s", pid, exc)
+        syms = None
     with open(config, "w") as fh:
-        json.dump({"source": source, "deadline": deadline, "margin": 0.5, "lock": lock,
-                   "phase": phase, "result": result}, fh)
+        json.dump({"pid": pid, "source": source, "deadline": deadline, "margin": 0.5, "lock": lock,
+                   "phase": phase, "result": result, "threads_module": THREADS_MODULE, "symbols": syms}, fh)
     env = dict(os.environ, DYNUPDATE_INJECT_CONFIG=config, LC_ALL="C")
     env.pop("PYTHONPATH", None)
     env.pop("PYTHONHOME", None)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(_gdb_command(gdb, pid, script), stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(_gdb_command(gdb), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         while proc.poll() is None and time.monotonic() < deadline:
@@ -644,7 +371,7 @@ def _run_gdb(gdb: str, pid: int, source: str, work: _Workdir, deadline: float) -
                              "longer timeout, or start the program with `dynupdate run` instead")
     try:
         with open(result) as fh:
-            return json.load(fh)
+            return dict(json.load(fh))
     except (OSError, ValueError):
         pass
     if "ptrace: Operation not permitted" in text:
@@ -657,12 +384,13 @@ def _run_gdb(gdb: str, pid: int, source: str, work: _Workdir, deadline: float) -
 
 
 def _tail(text: str, lines: int = 5) -> str:
-    return " | ".join(line for line in text.strip().splitlines()[-lines:]) or "(no output)"
+    """The last lines of gdb's output for a message, control characters escaped."""
+    return " | ".join(printable(line) for line in text.strip().splitlines()[-lines:]) or "(no output)"
 
 
-def _wait_status(work: _Workdir, deadline: float) -> Optional[str]:
+def _wait_status(work: InjectionFolders, deadline: float) -> str | None:
     """The wrapper's outcome line, waiting for it until deadline."""
-    while work.status_local:
+    while work.has_status:
         status = work.read_status()
         if status is not None or time.monotonic() >= deadline:
             return status
@@ -670,29 +398,24 @@ def _wait_status(work: _Workdir, deadline: float) -> Optional[str]:
     return None
 
 
-def _check_status(pid: int, status: Optional[str]) -> None:
+def _check_status(pid: int, status: str | None) -> None:
     """Turn an error reported by the wrapper into InjectionError(failed)."""
     if status and status != "ok":
         raise InjectionError("failed", f"the injected code ran in pid {pid} but raised: {status[6:]}")
 
 
-def _remote_exec(pid: int, source: str, work: _Workdir, deadline: float) -> None:
+def _remote_exec(pid: int, source: str, work: InjectionFolders, deadline: float) -> None:
     """Python >= 3.14: PEP 768's sys.remote_exec, run by the target's own interpreter (UNTESTED here).
 
-    The script must be readable by the target, so it is written next to the
-    status file in the target's /tmp.
+    The script must be readable by the target, so it goes into the drop folder.
     """
-    if not work.target_dir or not work.status_target:
+    script_target = work.write_for_target("inject.py", source)
+    if not script_target:
         raise InjectionError("failed", f"cannot create a file that pid {pid} can read under its /tmp")
-    script_local = os.path.join(work.target_dir, "inject.py")
-    with open(script_local, "w") as fh:
-        fh.write(source)
-    os.chmod(script_local, 0o644)
-    script_target = script_local[len(f"/proc/{pid}/root"):]
     exe = f"/proc/{pid}/exe"
     try:
         done = subprocess.run([exe, "-I", "-S", "-c", "import sys; sys.remote_exec(int(sys.argv[1]), sys.argv[2])",
-                               str(pid), script_target], stdin=subprocess.DEVNULL, capture_output=True,
+                               str(pid), script_target], check=False, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         raise InjectionError("timeout", f"sys.remote_exec on pid {pid} did not return in time") from None
@@ -705,6 +428,26 @@ def _remote_exec(pid: int, source: str, work: _Workdir, deadline: float) -> None
         raise InjectionError("timeout", f"pid {pid} accepted the code but did not run it in time "
                              "(it runs at the next bytecode boundary; it may still run later)")
     _check_status(pid, status)
+
+
+def check_target(pid: int) -> tuple[dict[str, str], tuple[int, int]]:
+    """(/proc status fields, Python version) of a pid we may inject into; InjectionError otherwise.
+
+    Reads only /proc: refuses gone and zombie processes, programs that are not
+    Python, and CPython older than MIN_PYTHON (the agent needs 3.9), before
+    anything touches the target.
+    """
+    fields = _status_fields(pid)
+    if fields.get("State", "").startswith(("Z", "X")):
+        raise InjectionError("no-process", f"pid {pid} has exited (zombie)")
+    version = _python_version(pid)
+    if version is None:
+        raise InjectionError("not-python", f"pid {pid} ({fields.get('Name', '?')}) is not a Python process; "
+                             "`dynupdate ps` lists the Python processes you can update")
+    if version != UNKNOWN_VERSION and version < MIN_PYTHON:
+        raise InjectionError("unsupported-python", f"pid {pid} runs unsupported Python {version[0]}.{version[1]} "
+                             f"(dynupdate needs CPython >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} in the target)")
+    return fields, version
 
 
 def inject(pid: int, code: str, *, timeout: float = 15.0) -> None:
@@ -723,18 +466,11 @@ def inject(pid: int, code: str, *, timeout: float = 15.0) -> None:
     """
     deadline = time.monotonic() + timeout
     _check_code(code)
-    fields = _status_fields(pid)
-    if fields.get("State", "").startswith(("Z", "X")):
-        raise InjectionError("no-process", f"pid {pid} has exited (zombie)")
-    version = _python_version(pid)
-    if version is None:
-        raise InjectionError("not-python", f"pid {pid} ({fields.get('Name', '?')}) is not a Python process; "
-                             "`dynupdate ps` lists the Python processes you can update")
+    fields, version = check_target(pid)
     if version < (3, 14):
         gdb = _find_gdb()
     _check_permission(pid, fields)
-    work = _Workdir(pid, fields)
-    try:
+    with InjectionFolders(pid, fields) as work:
         source = _target_source(code, work.status_target)
         if version >= (3, 14):
             _remote_exec(pid, source, work, deadline)
@@ -742,7 +478,7 @@ def inject(pid: int, code: str, *, timeout: float = 15.0) -> None:
         result = _run_gdb(gdb, pid, source, work, deadline)
         _log.debug("gdb result for pid %d: %s", pid, json.dumps(result))
         if not result.get("ok"):
-            reason = result.get("reason") if result.get("reason") in REASONS else "failed"
+            reason = str(result.get("reason")) if result.get("reason") in REASONS else "failed"
             message = result.get("message") or "unknown error"
             hints = {
                 "no-safe-thread": "; retry when the program is less busy, or start it with `dynupdate run`",
@@ -755,11 +491,9 @@ def inject(pid: int, code: str, *, timeout: float = 15.0) -> None:
             raise InjectionError(reason, f"injection into pid {pid} failed: {message}{hints.get(reason, '')}")
         if result.get("mode") == "pending":
             status = _wait_status(work, deadline)
-            if status is None and work.status_local:
+            if status is None and work.has_status:
                 raise InjectionError("timeout", f"the code was queued in pid {pid} but its main thread did not "
                                      "run it in time; it may still run later")
         else:
             status = _wait_status(work, min(deadline, time.monotonic() + 1.0))
         _check_status(pid, status)
-    finally:
-        work.cleanup()

@@ -1,0 +1,1 @@
+"""The deadline tests' application package (tests/test_engine_deadlines.py)."""

@@ -1,0 +1,5 @@
+"""A small module patched many times by the leak tests."""
+
+
+def value():
+    return 0
