@@ -695,7 +695,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stall-sizes", metavar="N,N", help="stall section: these N only (e.g. 100000)")
     parser.add_argument("--stall-rounds", type=int, metavar="R", help="stall section: R rounds per N and mode")
     parser.add_argument("--stall-before", metavar="JSON", help="a saved earlier result to draw dashed in --stall-plot")
-    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,stall,cli,attach,load,peers,asyncio")
+    parser.add_argument("--only", help="comma-separated sections to run: "
+                                       "micro,pause,stall,cli,attach,load,peers,asyncio")
     args = parser.parse_args(argv)
     quick = args.quick
     sections = set((args.only or "micro,pause,stall,cli,attach,load,peers,asyncio").split(","))
