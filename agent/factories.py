@@ -39,12 +39,7 @@ class Factory:
         self._sweeping = threading.Lock()
 
     def live(self) -> List[Any]:
-        out = []
-        for r in list(self.refs):
-            obj = r()
-            if obj is not None:
-                out.append(obj)
-        return out
+        return [obj for obj in [r() for r in list(self.refs)] if obj is not None]
 
     def sweep(self) -> None:
         """Drop dead references without ever losing one appended meanwhile.
@@ -213,14 +208,16 @@ def factories() -> Dict[type, Factory]:
 
 def live_instances(cls: type) -> List[object]:
     """Strong snapshot of the instances of `cls` (subclasses included)."""
+    related = [f for klass, f in factories().items() if issubclass(klass, cls) or issubclass(cls, klass)]
+    if len(related) == 1 and related[0].cls is cls:  # the common case: one list, nothing to merge
+        return related[0].live()
     result = []
     seen = set()
-    for klass, factory in factories().items():
-        if issubclass(klass, cls) or issubclass(cls, klass):
-            for obj in factory.live():
-                if isinstance(obj, cls) and id(obj) not in seen:
-                    seen.add(id(obj))
-                    result.append(obj)
+    for factory in related:
+        for obj in factory.live():
+            if isinstance(obj, cls) and id(obj) not in seen:
+                seen.add(id(obj))
+                result.append(obj)
     return result
 
 

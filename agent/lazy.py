@@ -61,10 +61,8 @@ class _Marks:
 class LazyClass:
     """The lazy-transfer state of one updated class."""
 
-    def __init__(self, cls: type, expected: int, decided: Optional[List[Any]] = None) -> None:
+    def __init__(self, cls: type, expected: int) -> None:
         self.cls = cls
-        #: the instance set decided at the safe point, weakly (None: ask the factory or the heap)
-        self._decided = None if decided is None else _weak_list(decided)
         self.done = _Marks()
         self.fresh = _Marks()
         self.lock = threading.RLock()
@@ -158,9 +156,6 @@ class LazyClass:
             del _active[self.cls]
 
     def live(self) -> List[Any]:
-        if self._decided is not None:
-            weak, strong = self._decided
-            return [obj for obj in (r() for r in weak) if obj is not None] + strong
         return instances.find([self.cls])[self.cls]
 
     def pending(self) -> List[Any]:
@@ -209,30 +204,24 @@ def finalize_all() -> int:
     return done
 
 
-def _weak_list(objs: List[Any]) -> Tuple[List[Any], List[Any]]:
-    weak, strong = [], []
-    ref = weakref.ref
-    for obj in objs:
-        try:
-            weak.append(ref(obj))
-        except TypeError:
-            strong.append(obj)
-    return weak, strong
-
-
-def start(cls: type, expected: int, decided: Optional[List[Any]] = None,
-          fresh: Optional[List[Any]] = None) -> LazyClass:
-    """Mark the instances of `cls` for lazy transfer.
-
-    `decided`: the instance set decided at the safe point (kept weakly, so
-    finding the pending ones never scans the heap again); `fresh`: instances
-    created after that decision, which belong to the new version.
-    """
-    lz = LazyClass(cls, expected, decided)
-    for obj in fresh or ():
-        lz.fresh.add(obj)
+def start(cls: type, expected: int) -> LazyClass:
+    lz = LazyClass(cls, expected)
     lz.install()
     return lz
+
+
+def start_decided(cls: type, census: instances.Census) -> Tuple[LazyClass, int]:
+    """Mark the instances of a class that is no factory, as the census decides at the safe
+    point, without walking them. Objects under construction and those created after the
+    decision are fresh (they belong to the new version)."""
+    count, building = census.decide_lazy(cls)
+    lz = LazyClass(cls, count)
+    for obj in building:
+        lz.fresh.add(obj)
+    lz.install()
+    for obj in census.created_since_decided(cls):  # the watch saw them until the wrappers went in
+        lz.fresh.add(obj)
+    return lz, count
 
 
 __all__ = ["LazyTransferError", "start", "active", "pending_count", "finalize_all", "factories"]

@@ -113,6 +113,8 @@ class NewHook:
             self.before = replaces.before
         else:
             self.before = vars(cls).get("__new__", ABSENT)
+        if self.before is ABSENT:
+            _access()  # check the layout (and import ctypes) now, not when removing: that runs at the safe point
         type.__setattr__(cls, "__new__", self.installed)
 
     def is_current(self) -> bool:

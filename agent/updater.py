@@ -360,7 +360,9 @@ def _plan_transfers(modules: List[diff.ModulePlan], bundle: Dict[str, Any], lazy
             default = bundle.get("lazy", False)  # optional in a request: a missing key is not an error
             is_lazy = lazy_flag if lazy_flag is not None else bool(vars(pair.new).get(diff.LAZY, default))
             out.append((pair.live, [], 0, is_lazy))
-    census = instances.Census([cls for cls, _, _, _ in out] + [cls for mp in modules for cls in mp.new_factories])
+    made_factories = [cls for mp in modules for cls in mp.new_factories]  # their instances seed the factory
+    census = instances.Census([cls for cls, _, _, _ in out] + made_factories,
+                              lazy=[cls for cls, _, _, is_lazy in out if is_lazy and cls not in made_factories])
     counts = census.prepare()
     return census, [(cls, objs, counts[cls], is_lazy) for cls, objs, _, is_lazy in out]
 
@@ -412,8 +414,7 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
 
     The hooks (per instance, then module level) run on a hook worker under the hook deadline.
     """
-    decided = census.decide([cls for cls, _, _, is_lazy in transfers
-                             if not (is_lazy and factories.is_updatable(cls))])
+    decided = census.decide([cls for cls, _, _, is_lazy in transfers if not is_lazy])
     for cls in {cls: None for mp in modules for cls in mp.new_factories}:
         op = factories.Register(cls, functools.partial(census.known, cls))
         tx.extra_ops.append(op)
@@ -424,12 +425,12 @@ def _transfer(tx: Transaction, modules: List[diff.ModulePlan],
     for cls, _, count, is_lazy in transfers:
         if not is_lazy:
             continue
-        if cls in decided:
-            count = len(decided[cls])
-            tx.lazy_started.append(lazy.start(cls, count, decided[cls], census.created_since_decided(cls)))
-        else:
+        if factories.is_updatable(cls):
             count = factories.count(cls)
             tx.lazy_started.append(lazy.start(cls, count))
+        else:
+            lz, count = lazy.start_decided(cls, census)
+            tx.lazy_started.append(lz)
         counted += count
 
     def work() -> None:

@@ -5,15 +5,17 @@
     python scripts/bench.py --quick         # < 1 min: fewer rounds, N in {1000, 10000} only
     python scripts/bench.py --json          # one JSON object (keys: see issue 4 / BENCHMARKS.md)
     python scripts/bench.py --plot docs/pause.png   # also draw pause vs N (needs matplotlib)
+    python scripts/bench.py --only micro,stall --stall-plot docs/stall.png [--stall-before OLD.json]
 
 Everything runs against real processes: targets are started with `dynupdate run`
 (or as plain processes for attach and the peers), updates go through the agent's
 socket, the CLI is timed as a subprocess. Ratios are measured inside one target,
 interleaved (A B, B A, ...), as the median of per-round ratios.
 
---quick: micro rounds 7 instead of 15; pause/apply for N = 1000 and 10000 only
-(100000 and 1000000 are reported as null), 2 rounds per N; cli 3 rounds; attach
-and pyrasite 1 round each; load windows of 1 s instead of 2.5 s; peers 1 round.
+--quick: micro rounds 7 instead of 15; pause/apply and stall for N = 1000 and 10000
+only (100000 and 1000000 are reported as null), 2 rounds per N for pause, 1 for
+stall; cli 3 rounds; attach, attach stall and pyrasite 1 round each; load windows
+of 1 s instead of 2.5 s; peers 1 round.
 """
 from __future__ import annotations
 
@@ -139,6 +141,113 @@ def bench_pause(tmp: Path, sizes: List[int], rounds_for: Callable[[int], int]) -
         out["pause_detail"][str(n)]["rounds"] = {mode: [{k: v for k, v in row.items() if k != "phases_ms"}
                                                         for row in detail[mode]] for mode in ("eager", "lazy")}
     return out
+
+
+# --- 2b. what a client feels: stall of an untouched endpoint during apply and attach --------
+
+class Probe(threading.Thread):
+    """Requests to `/ping` back to back on one keep-alive connection, each one timed.
+
+    `window(t0, t1)` -> the latencies of the requests that overlap [t0, t1]. A
+    slow answer is the process's cost of the update (the endpoint's code is
+    never touched, so nothing is held by the mediator): the GIL, mostly.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="bench-stall-probe", daemon=True)
+        self.port = port
+        self.samples: List[tuple] = []
+        self.errors = 0
+        self.stop_flag = False
+        self.started_evt = threading.Event()
+
+    def run(self) -> None:
+        perf = time.perf_counter
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        while not self.stop_flag:
+            t = perf()
+            try:
+                conn.request("GET", "/ping")
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    self.errors += 1
+            except Exception:
+                self.errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            self.samples.append((t, perf()))
+            if len(self.samples) == 200:
+                self.started_evt.set()
+        conn.close()
+
+    def window(self, t0: float, t1: float) -> List[float]:
+        return [(end - start) * 1e3 for start, end in list(self.samples) if end >= t0 and start <= t1]
+
+    def stop(self) -> None:
+        self.stop_flag = True
+        self.join(30)
+
+
+def _stall_window(probe: Probe, action: Callable[[], Any], settle: float = 0.05) -> tuple:
+    """(largest latency in ms while `action` runs, its result, a quiet window's median and max)."""
+    time.sleep(settle)
+    q0 = time.perf_counter()
+    time.sleep(0.2)
+    quiet = probe.window(q0, time.perf_counter())
+    t0 = time.perf_counter()
+    out = action()
+    t1 = time.perf_counter()
+    time.sleep(settle)  # a request that started during the action and ends after it counts too
+    during = probe.window(t0, t1)
+    return max(during) if during else None, out, bs.median(quiet), max(quiet) if quiet else None
+
+
+def bench_stall(tmp: Path, sizes: List[int], rounds_for: Callable[[int], int]) -> Dict[str, Any]:
+    """stall_ms.{eager,lazy}.{tracked,untracked}.{N}: the largest latency of a probe request to an
+    untouched endpoint while an update with N live instances is applied (median over rounds)."""
+    folder = bs.write_modules(tmp / "stall", {"bench_stallmod": bs.STALL_V1})
+    bundles = {kind: load_bundle(str(bs.write_bundle(tmp / f"stall-v2-{kind}", "stall", "2",
+                                                     {"bench_stallmod": bs.stall_v2(kind)})))
+               for kind in ("tracked", "untracked")}
+    stall: Dict[str, Any] = {mode: {kind: {str(n): None for n in SIZES} for kind in ("tracked", "untracked")}
+                             for mode in ("eager", "lazy")}
+    detail: Dict[str, Any] = {}
+    for kind in ("tracked", "untracked"):
+        for n in sizes:
+            note(f"stall: {kind} N={n}")
+            rows: Dict[str, List[Dict[str, Any]]] = {"eager": [], "lazy": []}
+            with bs.Proc([str(bs.TARGETS / "stall_target.py"), str(folder), kind, str(n)], agent=True) as proc:
+                port = int(proc.expect("READY", 300).split()[0])
+                probe = Probe(port)
+                probe.start()
+                try:
+                    probe.started_evt.wait(30)
+                    with connect(proc.pid) as client:
+                        for r in range(rounds_for(n)):
+                            for mode in ("eager", "lazy") if r % 2 == 0 else ("lazy", "eager"):
+                                worst, reply, quiet_median, quiet_max = _stall_window(
+                                    probe, lambda m=mode: client.apply(bundles[kind], lazy=(m == "lazy"), timeout=120))
+                                if reply["updated"]["instances"] != n:
+                                    raise RuntimeError(f"stall {kind} N={n} {mode}: the update counted "
+                                                       f"{reply['updated']['instances']} instances, not {n}")
+                                rows[mode].append({"stall_ms": worst, "quiet_median_ms": quiet_median,
+                                                   "quiet_max_ms": quiet_max, "agent_ms": agent_ms(reply),
+                                                   "phases_ms": {k: v * 1e3 for k, v in reply["phases"].items()}})
+                                client.rollback(timeout=120)
+                finally:
+                    probe.stop()
+                proc.send("quit")
+            for mode in ("eager", "lazy"):
+                stall[mode][kind][str(n)] = bs.median([row["stall_ms"] for row in rows[mode]])
+            detail[f"{kind}/{n}"] = {"rounds": rows, "probe_errors": probe.errors}
+    # eager transfer cost per instance: the agent's transfer phase over N, tracked class, largest N run
+    per_instance = None
+    if sizes:
+        n = max(sizes)
+        rows = detail[f"tracked/{n}"]["rounds"]["eager"]
+        per_instance = bs.median([row["phases_ms"].get("transfer", 0.0) * 1e3 / n for row in rows])
+    return {"stall_ms": stall, "stall_detail": detail, "eager_transfer_us_per_instance": per_instance}
 
 
 # --- 3. the CLI and attach --------------------------------------------------------------
@@ -531,6 +640,50 @@ def plot(result: Dict[str, Any], path: str) -> Optional[str]:
     return None
 
 
+def plot_stall(result: Dict[str, Any], path: str, before: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """Largest client-seen stall vs N, one line per mode and class kind (and `before`'s, dashed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]'); stall plot skipped"
+    fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=110)
+    styles = {("eager", "tracked"): ("tab:blue", "o"), ("eager", "untracked"): ("tab:orange", "s"),
+              ("lazy", "tracked"): ("tab:green", "^"), ("lazy", "untracked"): ("tab:red", "D")}
+    for label, res, line in (("before", before, "--"), ("", result, "-")):
+        if not res or "stall_ms" not in res:
+            continue
+        for (mode, kind), (color, marker) in styles.items():
+            pts = [(n, res["stall_ms"][mode][kind][str(n)]) for n in SIZES
+                   if res["stall_ms"][mode][kind].get(str(n)) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [max(p[1], 0.1) for p in pts], linestyle=line, marker=marker,
+                        color=color, alpha=0.45 if label else 1.0,
+                        label=f"{mode}, {kind}" + (f" ({label})" if label else ""))
+    quiet = [bs.median([row["quiet_max_ms"] for mode in ("eager", "lazy")
+                        for row in result["stall_detail"].get(f"{kind}/{n}", {}).get("rounds", {}).get(mode, [])])
+             for n in SIZES for kind in ("tracked",)]
+    pts = [(n, q) for n, q in zip(SIZES, quiet) if q is not None]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=":", color="grey",
+                label="largest latency, no update (noise)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("live instances of the updated class (N)")
+    ax.set_ylabel("largest /ping latency during apply (ms)")
+    m = result["machine"]
+    ax.set_title(f"client-seen stall vs N ({m['nproc']} x {m['cpu']}, Python {m['python']})", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller run (< 1 min); see the module docstring")
@@ -538,10 +691,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for BENCHMARKS.md)")
     parser.add_argument("--plot", metavar="PNG", help="draw pause vs N into this file (needs matplotlib)")
     parser.add_argument("--save", metavar="JSON", help="also write the JSON result to this file")
-    parser.add_argument("--only", help="comma-separated sections to run: micro,pause,cli,attach,load,peers,asyncio")
+    parser.add_argument("--stall-plot", metavar="PNG", help="draw the client-seen stall vs N (needs matplotlib)")
+    parser.add_argument("--stall-sizes", metavar="N,N", help="stall section: these N only (e.g. 100000)")
+    parser.add_argument("--stall-rounds", type=int, metavar="R", help="stall section: R rounds per N and mode")
+    parser.add_argument("--stall-before", metavar="JSON", help="a saved earlier result to draw dashed in --stall-plot")
+    parser.add_argument("--only", help="comma-separated sections to run: "
+                                       "micro,pause,stall,cli,attach,load,peers,asyncio")
     args = parser.parse_args(argv)
     quick = args.quick
-    sections = set((args.only or "micro,pause,cli,attach,load,peers,asyncio").split(","))
+    sections = set((args.only or "micro,pause,stall,cli,attach,load,peers,asyncio").split(","))
     started = time.perf_counter()
     result: Dict[str, Any] = {"quick": quick, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="dynupdate-bench-") as tmpdir:
@@ -553,6 +711,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             sizes = SIZES[:2] if quick else SIZES
             result.update(bench_pause(tmp, sizes, (lambda n: 2) if quick else
                                       (lambda n: 5 if n <= 10000 else 3 if n <= 100000 else 2)))
+        if "stall" in sections:
+            sizes = [int(n) for n in args.stall_sizes.split(",")] if args.stall_sizes else \
+                SIZES[:2] if quick else SIZES
+            rounds = (lambda n: args.stall_rounds) if args.stall_rounds else (lambda n: 1) if quick else \
+                (lambda n: 3 if n <= 10000 else 2 if n <= 100000 else 1)
+            result.update(bench_stall(tmp, sizes, rounds))  # stall_ms.attach: the attach section
         if "cli" in sections:
             note("cli apply")
             result.update(bench_cli(tmp, 3 if quick else 7))
@@ -572,6 +736,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["goals"] = {name: status for name, _, status in goals(result)}
     if args.plot:
         problem = plot(result, args.plot)
+        if problem:
+            note(problem)
+    if args.stall_plot and "stall_ms" in result:
+        before = json.loads(Path(args.stall_before).read_text()) if args.stall_before else None
+        problem = plot_stall(result, args.stall_plot, before)
         if problem:
             note(problem)
     if args.save:

@@ -300,3 +300,37 @@ import importlib, sys
 importlib.invalidate_caches()
 importlib.reload(sys.modules["peermod"])
 '''
+
+STALL_V1 = '''\
+import dynupdate_agent
+
+
+@dynupdate_agent.updatable
+class Tracked:
+    def __init__(self, i):
+        self.i = i
+        self.tag = 1
+
+    def value(self):
+        return self.i + 1
+
+
+class Untracked:
+    def __init__(self, i):
+        self.i = i
+        self.tag = 1
+
+    def value(self):
+        return self.i + 1
+'''
+
+
+def stall_v2(kind: str) -> str:
+    """Version 2 of the stall module: only the class of `kind` changes (and gets a transfer hook),
+    so the update's instance work is for that class alone."""
+    name = "Tracked" if kind == "tracked" else "Untracked"
+    head, sep, tail = STALL_V1.partition(f"class {name}:")
+    body, sep2, rest = tail.partition("\n\n\n")
+    body = body.rstrip("\n").replace("return self.i + 1", "return self.i + 2")
+    body += "\n\n    def __dynupdate_transfer__(self, old):\n        self.tag = 2"
+    return head + sep + body + sep2 + rest

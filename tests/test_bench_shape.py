@@ -86,3 +86,24 @@ def test_peers_shape(result):
             assert _finite(row["apply_ms"]) and isinstance(row["checks_passed"], int)
             assert 0 <= row["checks_passed"] <= 6
     assert peers["dynupdate"]["available"], "our own row must always run"
+
+
+def test_stall_has_every_size_for_both_modes_and_kinds(result):
+    """stall_ms.{eager,lazy}.{tracked,untracked}.{N}: the largest latency (ms) of a probe request to
+    an untouched endpoint during apply; stall_ms.attach during `dynupdate attach` (issue 14)."""
+    stall = result["stall_ms"]
+    assert {"eager", "lazy", "attach"} <= set(stall), stall
+    for mode in ("eager", "lazy"):
+        assert set(stall[mode]) == {"tracked", "untracked"}, stall[mode]
+        for kind in ("tracked", "untracked"):
+            assert set(stall[mode][kind]) == set(SIZES), stall[mode][kind]
+            for n in SIZES:
+                value = stall[mode][kind][n]
+                if n in QUICK_SIZES:
+                    assert _finite(value) and value > 0, (mode, kind, n, value)
+                else:
+                    assert value is None or _finite(value), (mode, kind, n, value)
+    if stall["attach"] is None:  # set by the attach section (scripts/bench_attach.py)
+        assert any(r["error"] for r in result["attach_stall_detail"]["rounds"]), "stall_ms.attach null, no reason"
+    else:
+        assert _finite(stall["attach"]) and stall["attach"] > 0

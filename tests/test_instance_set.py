@@ -201,3 +201,24 @@ def test_lazy_update_of_a_plain_class_leaves_it_constructible(start_target, tmp_
     assert code == 0, result
     shop.get("/spawn", kind="plain", n=1, base=8)
     assert shop.get("/own_new") == {"Plain": False, "Becomes": False, "Tracked": True}
+
+
+HANGING_V2 = PLAIN_V2.replace('''        LOG.append(["plain", old["n"]])''', '''        LOG.append(["plain", old["n"]])
+        if old["n"] == 2:
+            GATE.wait(30)  # hangs past --hook-timeout (the test sets GATE afterwards)''')
+
+
+def test_transfer_abandoned_by_the_watchdog_leaves_collection_on(start_target, tmp_path):
+    """The eager loop pauses automatic collection; a hook that hangs makes the watchdog abandon
+    the loop, whose own `finally` then never runs: the end of the request turns it back on."""
+    shop = start(start_target)
+    shop.get("/spawn", kind="plain", n=4)
+    assert shop.get("/gc") == {"enabled": True}
+    code, result = shop.apply(write_bundle(tmp_path / "v2", "hang", {"Plain": HANGING_V2}), "--hook-timeout", "1")
+    assert code != 0 and result["error"]["type"] == "HookTimeout", result
+    assert shop.get("/gc") == {"enabled": True}, "automatic collection is on again after the abandoned transfer"
+    shop.get("/release")  # the hung hook returns; its late work is undone by the engine
+    wait_until(lambda: all(set(attrs) == {"n"} for _, attrs in shop.get("/state")["kept"]),
+               message="every instance back on its v1 state")
+    assert shop.get("/gc") == {"enabled": True}
+    assert shop.get("/own_new") == {"Plain": False, "Becomes": False, "Tracked": True}

@@ -67,7 +67,7 @@ def test_census_sees_instances_created_after_the_scan_and_removes_its_watch():
     try:
         assert census.prepare() == {Thing: 100}
         during = [Thing(i) for i in range(5)]
-        decided = census.decide()[Thing]
+        decided = census.decide([Thing])[Thing]
         assert {id(o) for o in decided} == {id(o) for o in before + during}
         late = Thing(99)
         assert census.created_since_decided(Thing) == [late]

@@ -8,6 +8,7 @@ This file is never patched; `insmod` is. Endpoints (JSON):
   /release                        let /hold return             /touch?i= describe() of kept instance i
   /churn?n=N                      insmod.churn(N), keep the result
   /own_new                        which insmod classes have a `__new__` in their own dict
+  /gc                             is automatic garbage collection on
 """
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +41,9 @@ def handle(path, q):
     if path == "/churn":
         CHURNED[:] = insmod.churn(int(q["n"]))
         return {"kept": len(CHURNED)}
+    if path == "/gc":  # an update may pause automatic collection while it works, never beyond
+        import gc
+        return {"enabled": gc.isenabled()}
     if path == "/own_new":  # which classes carry a `__new__` of their own (an update must leave none)
         return {c: "__new__" in vars(getattr(insmod, c)) for c in ("Plain", "Becomes", "Tracked")}
     raise KeyError(path)
