@@ -194,7 +194,8 @@ def status(data: Dict[str, Any]) -> None:
 
 
 def processes(rows: List[Dict[str, Any]]) -> None:
-    """One row per process; the command (the program, launcher hidden) is cut to fit the width, never wrapped."""
+    """One row per process; the command (the program, launcher hidden) is cut to fit the width from the
+    left, keeping the script and its arguments, never wrapped."""
     cells = [(str(r["pid"]), clean(r["user"]), clean(f"yes ({r['agent_version']})") if r["agent"] else "no",
               clean(r["version"]) if r.get("version") is not None else "-",
               clean(r.get("program") or r["cmdline"])) for r in rows]
@@ -204,11 +205,16 @@ def processes(rows: List[Dict[str, Any]]) -> None:
     for col, width in zip(("pid", "user", "agent", "version"), widths):
         table.add_column(col, no_wrap=True, min_width=width)
     borders = 3 * 5 + 1  # "│ x " per column and the closing "│"
-    table.add_column("command", no_wrap=True, overflow="ellipsis",
-                     max_width=max(12, out.width - sum(widths) - borders))
+    room = max(12, out.width - sum(widths) - borders)
+    table.add_column("command", no_wrap=True, overflow="ellipsis", max_width=room)
     for row in cells:
-        table.add_row(*(Text(cell) for cell in row))
+        table.add_row(*(Text(cell) for cell in row[:-1]), Text(_keep_end(row[-1], room)))
     out.print(table)
+
+
+def _keep_end(command: str, room: int) -> str:
+    """A command cut from the left: the script and its arguments are what tells processes apart."""
+    return command if len(command) <= room else "…" + command[len(command) - room + 1:]
 
 
 _PLAN_ORDER = ("updated", "replaced", "added", "removed", "kept", "new_modules")
