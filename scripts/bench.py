@@ -696,10 +696,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--stall-rounds", type=int, metavar="R", help="stall section: R rounds per N and mode")
     parser.add_argument("--stall-before", metavar="JSON", help="a saved earlier result to draw dashed in --stall-plot")
     parser.add_argument("--only", help="comma-separated sections to run: "
-                                       "micro,pause,stall,cli,attach,load,peers,asyncio")
+                                       "micro,pause,stall,cli,attach,load,peers,asyncio,probes")
     args = parser.parse_args(argv)
     quick = args.quick
-    sections = set((args.only or "micro,pause,stall,cli,attach,load,peers,asyncio").split(","))
+    sections = set((args.only or "micro,pause,stall,cli,attach,load,peers,asyncio,probes").split(","))
     started = time.perf_counter()
     result: Dict[str, Any] = {"quick": quick, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="dynupdate-bench-") as tmpdir:
@@ -732,6 +732,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             result.update(bench_peers(tmp, 1 if quick else 3))
         if "asyncio" in sections:  # issue 11: scripts/bench_asyncio.py
             result.update(bench_asyncio.run(tmp, quick))
+        if "probes" in sections:  # issue 12: scripts/bench_probes.py
+            note("live probes")
+            from bench_probes import bench_probes
+            result["probes"] = bench_probes(rounds=5 if quick else 15)
     result["took_s"] = time.perf_counter() - started
     result["goals"] = {name: status for name, _, status in goals(result)}
     if args.plot:

@@ -107,3 +107,12 @@ def test_stall_has_every_size_for_both_modes_and_kinds(result):
         assert any(r["error"] for r in result["attach_stall_detail"]["rounds"]), "stall_ms.attach null, no reason"
     else:
         assert _finite(stall["attach"]) and stall["attach"] > 0
+
+
+def test_probe_costs_are_reported_and_removal_restores_the_code(result):
+    """probes: ns per call bare / --count / --time / after removal, and ratios (issue 12)."""
+    probes = result["probes"]
+    assert probes["code_restored"] is True
+    assert set(probes["ns_per_call"]) == {"bare", "count", "time", "after_removal"}
+    assert all(_finite(v) and v > 0 for v in probes["ns_per_call"].values())
+    assert set(probes["ratio"]) == {"count", "time", "after_removal"}
