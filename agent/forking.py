@@ -141,3 +141,27 @@ def _after_fork_in_child() -> None:
             mediator.remove()  # the trampolines go; no call can be held in the child
     except Exception:
         log.exception("dynupdate agent: could not clear the parent's update in the forked child")
+
+
+# --- the agent's own fork: a throwaway copy for a rehearsal ----------------------------------------
+
+#: set around the agent's own fork; the child sees it set, so runtime starts no agent there
+_copying = False
+
+
+def fork_copy() -> int:
+    """Fork a throwaway copy of this process (for a rehearsal): the child gets no agent, no socket."""
+    global _copying
+    import os
+
+    _copying = True
+    try:
+        return os.fork()
+    finally:
+        _copying = False
+
+
+def is_copy() -> bool:
+    """True in the child of `fork_copy` (the flag was set when the process was copied)."""
+    return _copying
+

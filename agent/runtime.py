@@ -92,20 +92,6 @@ def stop() -> None:
             _agent = None
 
 
-#: set by the agent around a fork of its own (a rehearsal): that child must not start an agent
-_forking_copy = False
-
-
-def fork_copy() -> int:
-    """Fork a throwaway copy of this process (for a rehearsal): the child gets no agent, no socket."""
-    global _forking_copy
-    _forking_copy = True
-    try:
-        return os.fork()
-    finally:
-        _forking_copy = False
-
-
 def _after_fork_in_child() -> None:
     """A forked child gets its own agent under its own pid; the parent's is untouched.
 
@@ -121,7 +107,7 @@ def _after_fork_in_child() -> None:
     if old is None:
         return
     old.server.abandon()
-    if _forking_copy:
+    if forking.is_copy():  # a rehearsal's throwaway copy: no agent, no socket
         return
     try:
         start()

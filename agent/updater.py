@@ -251,12 +251,11 @@ def _apply(request: Dict[str, Any], peer: Peer, key: Optional[bytes] = None) -> 
 
 def _rehearse(tx: Transaction, request: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     """Run the whole update on a forked copy first; refuse the real one if the copy failed."""
-    from . import runtime  # the runtime's fork (no agent in the copy); imported here: runtime imports us
 
     tx.send(wire.progress("rehearsal", message="rehearsing the update on a forked copy of the process"))
     child_request = {k: v for k, v in request.items() if k != "rehearse"}
     # the copy gets the safe-point and hook timeouts plus room for its transfers, then it is killed
-    outcome = rehearsal.rehearse(child_request, timeout + 30.0, _apply, rehearsal.describe_error, runtime.fork_copy)
+    outcome = rehearsal.rehearse(child_request, timeout + 30.0, _apply, rehearsal.describe_error, forking.fork_copy)
     tx.send(wire.progress("rehearsal", message="rehearsal done", done_phase="rehearsal"))
     if not outcome.get("ok"):
         error = outcome.get("error") or {}
