@@ -38,22 +38,10 @@ CHUNK = 1000
 AGENT_THREAD_PREFIX = "dynupdate-agent"  # as safepoint.AGENT_THREAD_PREFIX (which imports this module)
 
 
-def subclasses(cls: type) -> List[type]:
-    found, todo = [], [cls]
-    while todo:
-        klass = todo.pop()
-        found.append(klass)
-        try:
-            todo.extend(type.__subclasses__(klass))
-        except TypeError:
-            pass
-    return found
-
-
 def _owners(classes: List[type]) -> Dict[type, List[type]]:
     owners: Dict[type, List[type]] = {}
     for cls in classes:
-        for sub in subclasses(cls):
+        for sub in typeslots.subclasses(cls):
             owners.setdefault(sub, []).append(cls)
     return owners
 
@@ -289,7 +277,7 @@ class Census:
     def prepare(self) -> Dict[type, int]:
         """Install the watches, then scan; returns a first count per class (for the plan)."""
         for cls in self.untracked:
-            for klass in subclasses(cls):
+            for klass in typeslots.subclasses(cls):
                 if klass is cls or "__new__" in vars(klass):
                     try:
                         self.watches.append(_Watch(klass))

@@ -88,7 +88,8 @@ def _access() -> Optional[Callable[[type, Optional[int]], int]]:
     return _slot
 
 
-def _family(cls: type) -> List[type]:
+def subclasses(cls: type) -> List[type]:
+    """`cls` and every subclass, bases before their subclasses (`type.__subclasses__`, walked)."""
     found, todo = [], [cls]
     while todo:
         klass = todo.pop()
@@ -132,7 +133,7 @@ class NewHook:
             return False
         type.__delattr__(self.cls, "__new__")
         # what CPython gives a class without a Python-level __new__ in its MRO: its base's allocator
-        for klass in _family(self.cls):  # bases before their subclasses
+        for klass in subclasses(self.cls):  # bases before their subclasses
             if not isinstance(klass.__new__, types.FunctionType) and klass.__base__ is not None:
                 slot(klass, slot(klass.__base__, None))
         return True
