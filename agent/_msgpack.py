@@ -5,6 +5,8 @@ msgpack, the bootstrap tells us where the CLI's copy lives. We load that copy
 under a private name so the target's `sys.modules` gains no `msgpack` entry of
 ours and its `sys.path` is never touched. The C extension only loads on a
 matching interpreter; otherwise msgpack falls back to its pure-Python codec.
+When neither is there nor readable, _minipack (the protocol's subset of msgpack
+in standard-library Python) serves, so the agent loads in any target.
 """
 from __future__ import annotations
 
@@ -42,9 +44,14 @@ def _find():
         pass
     package = sys.modules.get(__name__.rpartition(".")[0])
     directory = getattr(package, "_msgpack_dir", None)
-    if not directory:
-        raise ImportError("msgpack is not installed in this interpreter and no private copy was given")
-    return _load_private(directory)
+    if directory:
+        try:
+            return _load_private(directory)
+        except (ImportError, OSError):  # e.g. the CLI's copy lies where the target's user cannot read
+            pass
+    from . import _minipack  # the wire protocol's subset of msgpack, standard library only
+
+    return _minipack
 
 
 msgpack = _find()

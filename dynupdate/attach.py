@@ -155,11 +155,15 @@ def blocked_for(path: str, uid: int, gids: set[int]) -> str | None:
     return None
 
 
-def _check_target_can_read_agent(pid: int) -> str:
-    """Refuse before injecting when the target's user cannot read the agent; a hint if msgpack is unreadable."""
+def _check_target_can_read_agent(pid: int) -> None:
+    """Refuse before injecting when the target's user cannot read the agent.
+
+    The CLI's msgpack need not be readable: the agent then uses its own
+    standard-library codec (dynupdate_agent._minipack).
+    """
     ids = target_ids(pid)
     if ids is None:
-        return ""
+        return
     agent_dir = _agent_dir()
     for name in ("bootstrap.py", "__init__.py"):
         blocked = blocked_for(os.path.join(agent_dir, name), *ids)
@@ -168,11 +172,6 @@ def _check_target_can_read_agent(pid: int) -> str:
                 f"pid {pid} runs as uid {ids[0]}, which cannot read dynupdate's agent ({blocked})",
                 hint="install dynupdate where that user can read it (not under a private home folder), "
                 "or start the program with `dynupdate run`")
-    blocked = blocked_for(os.path.join(_msgpack_dir(), "msgpack", "__init__.py"), *ids)
-    if blocked:
-        return (f"uid {ids[0]} cannot read the CLI's msgpack ({blocked}), so the agent starts only if the "
-                "target has msgpack itself; ")
-    return ""
 
 
 def inject_agent(pid: int, *, timeout: float = 20.0, key_file: str | None = None) -> Client:
@@ -180,12 +179,12 @@ def inject_agent(pid: int, *, timeout: float = 20.0, key_file: str | None = None
     from . import inject
 
     deadline = time.monotonic() + timeout
-    msgpack_hint = _check_target_can_read_agent(pid)
+    _check_target_can_read_agent(pid)
     try:
         inject.inject(pid, bootstrap_command(key_file), timeout=timeout)
     except inject.InjectionError as exc:
         raise _map_injection_error(pid, exc) from None
-    return _wait_for_agent(pid, max(deadline, time.monotonic() + 5.0), msgpack_hint)
+    return _wait_for_agent(pid, max(deadline, time.monotonic() + 5.0))
 
 
 def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:

@@ -6,6 +6,7 @@ read; killed injector processes are SIGKILLed mid-attach.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -227,8 +228,8 @@ def test_blocked_for_reads_mode_bits_along_the_path():
 @needs_gdb
 @needs_root_and_nobody
 def test_attach_to_another_users_process_names_what_it_cannot_read():
-    """Root's CLI attaching to nobody's process: works when nobody can read dynupdate's files, and when
-    it cannot read the CLI's msgpack (a CLI installed under /root), the error says exactly that."""
+    """Root's CLI attaching to nobody's process works when nobody can read dynupdate's files, also when
+    it cannot read the CLI's msgpack (a CLI installed under /root): the agent then uses its own codec."""
     from conftest import dynupdate
 
     from dynupdate.attach import _msgpack_dir, blocked_for
@@ -238,11 +239,10 @@ def test_attach_to_another_users_process_names_what_it_cannot_read():
         blocked = blocked_for(os.path.join(_msgpack_dir(), "msgpack", "__init__.py"), 65534, {65534})
         proc = dynupdate("attach", "--pid", str(target.pid), "--inject-timeout", "5", timeout=60)
         said = " ".join(proc.stderr.split())
-        if blocked is None:
-            assert proc.returncode == 0, said
-        else:
-            assert proc.returncode == 3, said
-            assert f"uid 65534 cannot read the CLI's msgpack ({blocked})" in said
+        assert proc.returncode == 0, said
+        status = dynupdate("status", "--pid", str(target.pid), "--json", "--no-inject", timeout=60)
+        assert status.returncode == 0 and json.loads(status.stdout)["version"] == "base", status.stderr
+        print(f"the CLI's msgpack readable by nobody: {blocked is None}")  # on this machine's layout
         assert target.alive()
     finally:
         stop(target)
