@@ -245,7 +245,7 @@ class Rollout:
         self.master_changed = False
         self.master_previous: Optional[str] = None
         self.master_version: Optional[str] = None
-        self.failure: Optional[str] = None  # a failed check, in words
+        self.failure: Optional[str] = None  # the first failed step or check, in words
         self.master_agent_since: Optional[float] = None  # when the master's agent started (wall clock)
 
     # -- per pid -------------------------------------------------------------------------
@@ -269,6 +269,7 @@ class Rollout:
                 return True
             row = update_json(exc.result, pid, error=exc.as_json())
             self.rows[pid] = dict(row, role=role, outcome="failed")
+            self.failure = self.failure or f"{role} {pid}: {exc.message}"
             self.notify(f"✗ {role} {pid}: {exc.message}")
             code = exc.exit_code if exc.exit_code in (3, 4) else 1
             if role != "master" and code == 3:
@@ -276,13 +277,15 @@ class Rollout:
             self.exit_code = 4 if 4 in (code, self.exit_code) else max(self.exit_code, code)
             return False
         already = bool(result.get("already"))
+        # a dry run or a rehearsal changed nothing in the process: nothing to roll back there
+        unchanged = already or bool(result.get("dry_run") or result.get("rehearsal_only"))
         if role == "master":
-            self.master_changed = not already
+            self.master_changed = not unchanged
             self.master_previous = result.get("previous_version")
             self.master_version = result.get("version")
         # a worker forked from the master after this run updated it was updated by this run too
         born_changed = already and self.master_changed and role != "master" and self.action == "apply"
-        if not already or born_changed:
+        if not unchanged or born_changed:
             self.changed.append(pid)
         row = dict(update_json(result, pid), role=role, outcome="already" if already else "done")
         if born_changed:

@@ -401,6 +401,25 @@ def test_no_safe_point_in_one_worker_rolls_back_the_tree_or_keeps_going(sync_pla
     assert load.failures == []
 
 
+def test_rehearsal_failing_in_a_worker_changes_and_rolls_back_nothing(sync_plain):
+    """`apply --tree --rehearse-only`: the master passes (it never imported pf_app.wsgi), the workers'
+    rehearsals fail. Nothing changed anywhere, so nothing is rolled back, and the JSON says why."""
+    s = sync_plain
+    failing = _derived("pf-v2", "pf-fails-v2", "2f", {"pf_app.wsgi": "wsgi.py", "pf_app.late": "late.py"}, """
+
+def __dynupdate_transfer__(old):
+    raise RuntimeError("this worker's state cannot be migrated")
+""")
+    proc = dynupdate("apply", "--pidfile", s.pidfile, "--tree", "--rehearse-only", failing, "--json", env=s.env,
+                     timeout=180)
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 1 and not data["ok"], data
+    assert data["rolled_back"] == [] and "cannot be migrated" in (data["error"] or ""), data
+    assert "rolling back" not in proc.stderr, proc.stderr
+    assert set(_tree_versions(s).values()) == {"base"}
+    s.all_answer("v1")
+
+
 def test_unreachable_master_exits_3(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
