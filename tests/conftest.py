@@ -236,3 +236,18 @@ class Command:
             self.proc.send_signal(sig)
         self.proc.communicate(timeout=30)
 
+
+def http_json(port: int, path: str, timeout: float = 60.0, **params) -> tuple:
+    """GET http://127.0.0.1:port/path?params -> (HTTP status, JSON body), for the targets' JSON APIs."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode(params)
+    url = f"http://127.0.0.1:{port}{path}" + (f"?{query}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+

@@ -11,19 +11,16 @@ once the stuck code ends (its late work undone), and the next update must work.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
-from conftest import TARGETS, dynupdate, dynupdate_json, wait_until
+from conftest import TARGETS, dynupdate, dynupdate_json, http_json, wait_until
 
 sys.path.insert(0, str(TARGETS))
 from rel_helpers import Command, module_output, start_module_target  # noqa: E402,F401
@@ -104,13 +101,7 @@ class Hang:
         self.port = int(target.ready_value())
 
     def call(self, path: str, timeout: float = 60.0, **params: Any) -> tuple:
-        query = "&".join(f"{k}={v}" for k, v in params.items())
-        url = f"http://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+        return http_json(self.port, path, timeout, **params)
 
     def get(self, path: str, **params: Any) -> Any:
         status, body = self.call(path, **params)

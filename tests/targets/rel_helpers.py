@@ -10,14 +10,11 @@ import json
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any, Dict, Optional
 
 
 from conftest import (ROOT, TARGETS, Command, Target, dynupdate_json,  # noqa: F401 (re-exported)
-                      module_output, start_module_target, wait_until)
+                      http_json, module_output, start_module_target, wait_until)
 
 REL_SERVER = TARGETS / "rel_app" / "server.py"
 REL_BLOCKED = TARGETS / "rel_blocked.py"
@@ -40,13 +37,7 @@ class Rel:
     # -- HTTP ------------------------------------------------------------------
     def call(self, path: str, timeout: float = 60.0, **params: Any) -> tuple:
         """GET path?params -> (HTTP status, JSON body)."""
-        query = urllib.parse.urlencode(params)
-        url = f"http://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+        return http_json(self.port, path, timeout, **params)
 
     def get(self, path: str, **params: Any) -> Any:
         status, body = self.call(path, **params)
