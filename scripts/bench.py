@@ -279,12 +279,21 @@ def bench_cli(tmp: Path, rounds: int) -> Dict[str, Any]:
                     if proc.expect("VALUE") != "hi x":
                         raise RuntimeError("dynupdate apply: the target does not run the new code")
                 client.rollback()
+            # `dynupdate status` against the same target (agent already in): the default table and --json
+            status_table, status_json = [], []
+            for r in range(rounds):
+                for as_json in (False, True) if r % 2 == 0 else (True, False):
+                    wall, res = _wall(cmd + ["status", "--pid", str(proc.pid)] + (["--json"] if as_json else []))
+                    if res.returncode != 0:
+                        raise RuntimeError(f"dynupdate status failed ({res.returncode}): {res.stdout} {res.stderr}")
+                    (status_json if as_json else status_table).append(wall)
     startup = bs.median([_wall([sys.executable, "-c", "pass"])[0] for _ in range(rounds)])
     imports = bs.median([_wall([sys.executable, "-c", "import dynupdate.cli, dynupdate.attach, dynupdate.render, "
                                                       "dynupdate.bundle, dynupdate.client"])[0]
                          for _ in range(rounds)])
-    return {"cli_apply_ms": bs.median(times),
-            "cli_detail": {"runs_ms": times, "agent_side_ms": bs.median(agent_side),
+    return {"cli_apply_ms": bs.median(times), "cli_status_ms": bs.median(status_table),
+            "cli_detail": {"runs_ms": times, "status_runs_ms": status_table, "status_json_runs_ms": status_json,
+                           "status_json_ms": bs.median(status_json), "agent_side_ms": bs.median(agent_side),
                            "python_startup_ms": startup, "cli_imports_ms": imports, "command": " ".join(cmd)}}
 
 
@@ -582,6 +591,7 @@ def table(result: Dict[str, Any], markdown: bool = False) -> str:
         ["cli_apply_ms", r["cli_apply_ms"], f"agent side {fmt(cd['agent_side_ms'])}, python startup "
                                             f"{fmt(cd['python_startup_ms'], 0)}, CLI imports "
                                             f"{fmt(cd['cli_imports_ms'], 0)}"],
+        ["cli_status_ms", r.get("cli_status_ms"), f"--json: {fmt(cd.get('status_json_ms'))}"],
         ["attach_ms", r["attach_ms"], "dynupdate attach --pid (gdb injection + hello)" +
          (f"; errors: {ad['errors'][0][:120]}" if ad["errors"] else "")],
         ["pyrasite_ms", ad["pyrasite_ms"], "bare `pyrasite PID payload.py`, same run"],
