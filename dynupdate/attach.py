@@ -202,11 +202,16 @@ def _map_injection_error(pid: int, exc: Exception) -> errors.TargetUnreachable:
 
 def connect(pid: int, *, inject: bool = True, notify: Notify | None = None,
             inject_timeout: float = 20.0) -> tuple[Client, bool]:
-    """(client, injected): connect to the agent of pid, injecting it first if allowed."""
-    check_process(pid)
+    """(client, injected): connect to the agent of pid, injecting it first if allowed.
+
+    An agent that answers is the common case and is tried first: the process
+    checks (psutil, the injector's /proc reading) are only needed, and only
+    imported, when there is none.
+    """
     client = try_connect(pid)
     if client is not None:
         return client, False
+    check_process(pid)
     if not inject:
         raise errors.TargetUnreachable(f"no dynupdate agent runs in pid {pid}",
                                        hint=f"run `dynupdate attach --pid {pid}` first")

@@ -22,6 +22,8 @@ def pid_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """--pid PID or --pidfile PATH (e.g. gunicorn's -p): the command receives the resolved `pid`."""
     @functools.wraps(command)
     def resolved(*args: Any, pid: Optional[int] = None, pidfile: Optional[str] = None, **kwargs: Any) -> Any:
+        if pid is not None and pidfile is None:
+            return command(*args, pid=pid, **kwargs)
         from .tree import resolve_pid
 
         return command(*args, pid=resolve_pid(pid, pidfile), **kwargs)
@@ -88,9 +90,9 @@ def _set_json(as_json: bool, command: str, pid: Optional[int] = None, verbose: b
 
 def _notifier(as_json: bool) -> Callable[[str], None]:
     """What the CLI does to a process besides the request (an injection) is said on stderr, in every mode."""
-    from . import render
-
     def notify(message: str) -> None:
+        from . import render  # only when there is something to say: JSON runs never load rich otherwise
+
         render.err.print(render.txt(f"dynupdate: {message}", "cyan", multiline=True))
     return notify
 

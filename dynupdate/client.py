@@ -30,7 +30,7 @@ def agent_socket(pid: int, uid: Optional[int] = None) -> str:
         try:
             uid = os.stat(f"/proc/{pid}").st_uid
         except FileNotFoundError:
-            raise errors.NoSuchProcess(f"no process with pid {pid}") from None
+            raise errors.NoSuchProcess(f"no process with pid {pid}", hint="check the pid with `dynupdate ps`") from None
     return paths.socket_path(pid, uid)
 
 
