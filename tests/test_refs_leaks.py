@@ -140,5 +140,8 @@ def test_30_cycles_of_a_2mb_module_keep_rss_and_linecache_bounded(start_target, 
           f"after the 1st, {last / 1024:.1f} MB after the 30th (+{growth:.1f} MB)")
     # before the fix every cycle kept its 2 MB source in linecache: +3.9 MB a cycle, +112 MB here
     assert growth < 8, f"RSS grew {growth:.1f} MB over 29 cycles (KiB after each cycle: {rss})"
-    # and without waiting for a full GC: the new source's big literal is not left to the cyclic GC
-    assert (rss[-1] - rss[0]) / 1024 < 10, f"KiB after each cycle: {rss}"
+    # and without waiting for a full GC: the new source's big literal is not left to the cyclic GC.
+    # Counted from the 2nd cycle: the 1st apply after a gc.collect() sets the allocator's high-water
+    # mark once (compiling a 2 MB module, seen as a single +9 MB step in CI), which is not growth;
+    # literals left to the cyclic GC would add about 2 MB every cycle after it (+56 MB here).
+    assert (rss[-1] - rss[1]) / 1024 < 6, f"KiB after each cycle: {rss}"
