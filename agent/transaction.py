@@ -138,10 +138,6 @@ class Transaction:
         self.working_on: Tuple[Any, ...] = ("text", "")
 
     # -- progress -----------------------------------------------------------------
-    @property
-    def phase_name(self) -> str:
-        return self._phase
-
     def phase(self, name: str, message: str = "") -> None:
         now = time.monotonic()
         self.phases[self._phase] = self.phases.get(self._phase, 0.0) + (now - self._phase_start)

@@ -80,16 +80,22 @@ def run_demo(keep: bool = False, use_async: bool = False) -> None:
         with client:
             _steps(client, proc.pid, port, bundle)
     finally:
-        if keep:
-            render.out.print(f"service left running: pid {proc.pid}, http://127.0.0.1:{port}/basket")
-        else:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _leave_or_stop(proc, keep, f"http://127.0.0.1:{port}/basket")
     render.out.print("[bold green]demo finished: code replaced, state carried over, rolled back, "
                      "no restart[/]", markup=True)
+
+
+def _leave_or_stop(proc: "subprocess.Popen[Any]", keep: bool, url: str) -> None:
+    """End of a demo: leave the service running for the user (--keep), or stop it (killed after 5 s)."""
+    if keep:
+        render.out.print(f"service left running: pid {proc.pid}, {url}")
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _steps(client: Client, pid: int, port: int, bundle: Dict[str, Any]) -> None:

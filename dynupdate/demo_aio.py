@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 from . import render
 from .bundle import load_bundle
 from .client import Client
-from .demo import DemoFailed, _expect, _get, _wait_for_agent
+from .demo import DemoFailed, _expect, _get, _leave_or_stop, _wait_for_agent
 
 APP = Path(__file__).resolve().parent / "demo_aio_app" / "server.py"
 BUNDLE = APP.parent / "kitchen-v2"
@@ -106,14 +106,7 @@ def run_async_demo(keep: bool = False) -> None:
         with _wait_for_agent(proc.pid) as client:
             _steps(client, port)
     finally:
-        if keep:
-            render.out.print(f"service left running: pid {proc.pid}, http://127.0.0.1:{port}/order?dish=soup")
-        else:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _leave_or_stop(proc, keep, f"http://127.0.0.1:{port}/order?dish=soup")
     render.out.print("[bold green]demo finished: requests in flight finished on the version they started on, "
                      "the event loop never stopped, no restart[/]", markup=True)
 
